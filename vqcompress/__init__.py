@@ -1,0 +1,10 @@
+"""vqcompress: vector-quantization compression of neural-network weights."""
+from .cluster import KMeansResult, kmeans, kmeans_1d_optimal
+from .errors import FormatError, InputError, VQCompressError
+from .quantizers import KMeansQuantizer, ProductQuantizer, ResidualQuantizer, UniformQuantizer
+
+__version__ = "0.1.0"
+
+__all__ = ["kmeans", "kmeans_1d_optimal", "KMeansResult", "KMeansQuantizer",
+           "ProductQuantizer", "ResidualQuantizer", "UniformQuantizer", "VQCompressError",
+           "InputError", "FormatError", "__version__"]

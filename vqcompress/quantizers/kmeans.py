@@ -1,0 +1,86 @@
+"""Scalar weight sharing: one codebook of 2**n_bits values for the whole tensor."""
+from __future__ import annotations
+
+import numpy as np
+
+from .._kernels.kmeans1d import label_by_midpoints
+from .._validation import as_float_array, as_sample_weight, check_choice, check_int, rng_from
+from ..cluster import INITS, _kmeans_sorted, kmeans_1d_optimal
+from ._base import BaseQuantizer, check_codes, code_dtype, packed_bytes
+
+
+class KMeansQuantizer(BaseQuantizer):
+    """k-means weight sharing (Deep Compression §3): each weight becomes an n_bits index
+    into a shared codebook of scalars.
+
+    Parameters
+    ----------
+    n_bits : int in [1, 16]
+        Codebook of ``2**n_bits`` values.
+    init : {'linear', 'density', 'random', 'kmeans++', 'optimal'}
+        'optimal' returns the globally optimal codebook (exact 1-D dynamic programming);
+        the others seed Lloyd iterations on the sorted values.  'linear' is Deep
+        Compression's choice and keeps the large weights represented.
+    max_iter, tol : Lloyd settings (ignored by 'optimal').
+    random_state : seed for 'random' and 'kmeans++'.
+    codebook_dtype : {'float32', 'float16'} how the codebook is stored.
+
+    Attributes
+    ----------
+    codebook_ : ndarray of shape (2**n_bits,), sorted, in ``codebook_dtype``
+    shape_ : tuple, shape of the fitted tensor
+    n_weights_ : int
+    inertia_ : float, weighted squared error of the fitted tensor with the stored codebook
+    """
+
+    def __init__(self, n_bits=4, init="linear", max_iter=300, tol=1e-4, random_state=None,
+                 codebook_dtype="float32"):
+        self.n_bits = n_bits
+        self.init = init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.codebook_dtype = codebook_dtype
+
+    def fit(self, W, sample_weight=None):
+        """Learn the codebook from W (any shape; weights with sample_weight 0 are ignored)."""
+        n_bits = self._check_n_bits()
+        cb_dtype = self._check_codebook_dtype()
+        check_choice(self.init, name="init", choices=INITS + ("optimal",))
+        max_iter = check_int(self.max_iter, name="max_iter", low=1)
+        W = as_float_array(W, name="W")
+        x = W.reshape(-1)
+        w = as_sample_weight(None if sample_weight is None else np.ravel(sample_weight),
+                             x.shape[0])
+        k = 1 << n_bits
+        if self.init == "optimal":
+            res = kmeans_1d_optimal(x, k, w)
+        else:
+            res = _kmeans_sorted(x, w, k, self.init, max_iter, float(self.tol),
+                                 rng_from(self.random_state))
+        self.codebook_ = np.sort(res.centers.astype(cb_dtype))
+        self.shape_ = W.shape
+        self.n_weights_ = int(x.shape[0])
+        codes = self.encode(W).reshape(-1)
+        err = (self.codebook_.astype(np.float64)[codes] - x) ** 2
+        self.inertia_ = float(w @ err)
+        return self
+
+    def encode(self, W) -> np.ndarray:
+        """Index of the nearest codebook value for each weight; same shape as W."""
+        self._check_fitted()
+        W = as_float_array(W, name="W")
+        cb = self.codebook_.astype(np.float64)
+        labels = np.empty(W.size, dtype=np.int32)
+        label_by_midpoints(W.reshape(-1), 0.5 * (cb[1:] + cb[:-1]), labels)
+        return labels.astype(code_dtype(self.n_bits)).reshape(W.shape)
+
+    def decode(self, codes) -> np.ndarray:
+        """float32 weights from codes of any shape."""
+        self._check_fitted()
+        codes = check_codes(codes, n_entries=self.codebook_.shape[0])
+        return self.codebook_.astype(np.float32)[codes]
+
+    def _sizes(self):
+        return {"codes": packed_bytes(self.n_weights_, self.n_bits),
+                "codebook": self.codebook_.nbytes}
