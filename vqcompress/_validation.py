@@ -40,7 +40,7 @@ def as_float_array(x, *, name: str, ndim: int | tuple[int, ...] | None = None,
         raise InputError(f"{name}: array is empty (shape {x.shape})")
     target = np.dtype(dtype) if dtype is not None else (
         np.float64 if x.dtype == np.float64 else np.float32)
-    x = np.ascontiguousarray(x, dtype=target)
+    x = np.asarray(x, dtype=target, order="C")  # ascontiguousarray would make 0-d 1-D
     finite = np.isfinite(x)
     if not finite.all():
         n_nan = int(np.isnan(x).sum())
@@ -50,9 +50,15 @@ def as_float_array(x, *, name: str, ndim: int | tuple[int, ...] | None = None,
 
 
 def as_sample_weight(w, n: int, *, name: str = "sample_weight") -> np.ndarray:
-    """Return per-sample weights as float64 of shape (n,); ``None`` means all ones."""
+    """Return per-sample weights as float64 of shape (n,); ``None`` means all ones.
+
+    Integer and boolean weights (a pruning mask, say) are accepted and converted.
+    """
     if w is None:
         return np.ones(n, dtype=np.float64)
+    w = np.asarray(w)
+    if w.dtype.kind in "biu":
+        w = w.astype(np.float64)
     w = as_float_array(w, name=name, ndim=1, dtype=np.float64)
     if w.shape[0] != n:
         raise InputError(f"{name}: has {w.shape[0]} entries for {n} samples")

@@ -1,0 +1,154 @@
+"""vqcompress.kmeans and kmeans_1d_optimal: hand-computed cases and independent oracles."""
+import numpy as np
+import pytest
+
+import naive
+import vqcompress as vq
+from vqcompress import InputError, VQCompressError
+
+INITS = ["linear", "density", "random", "kmeans++"]
+
+
+@pytest.mark.parametrize("method", ["sorted", "lloyd"])
+def test_hand_computed_two_clusters(method):
+    res = vq.kmeans(np.array([0.0, 1.0, 10.0, 11.0]), 2, init="linear", method=method)
+    np.testing.assert_allclose(np.sort(res.centers), [0.5, 10.5])
+    assert res.inertia == pytest.approx(1.0)
+    assert res.labels[0] == res.labels[1] != res.labels[2] == res.labels[3]
+
+
+@pytest.mark.parametrize("method", ["sorted", "lloyd"])
+def test_hand_computed_weighted_single_cluster(method):
+    res = vq.kmeans(np.array([0.0, 1.0, 2.0]), 1, sample_weight=[1, 1, 2], method=method)
+    assert res.centers[0] == pytest.approx(1.25)
+    assert res.inertia == pytest.approx(2.75)  # 1.5625 + 0.0625 + 2 * 0.5625
+
+
+def test_hand_computed_optimal():
+    res = vq.kmeans_1d_optimal(np.array([0.0, 1.0, 2.0, 10.0]), 2)
+    np.testing.assert_allclose(res.centers, [1.0, 10.0])
+    assert res.inertia == pytest.approx(2.0)
+    assert res.labels.tolist() == [0, 0, 0, 1]
+
+
+def test_hand_computed_2d():
+    X = np.array([[0, 0], [0, 2], [10, 0], [10, 2]], dtype=np.float64)
+    res = vq.kmeans(X, 2, init=np.array([[1.0, 1.0], [9.0, 1.0]]))
+    np.testing.assert_allclose(res.centers, [[0, 1], [10, 1]])
+    assert res.inertia == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("init", INITS)
+def test_lloyd_from_same_start_matches_naive(rng, init):
+    # 'linear' spaces centers along the diagonal, which would leave clusters empty in 3-D
+    X = rng.normal(size=(800, 1 if init == "linear" else 3))
+    w = rng.random(800) + 0.2
+    # First get the init our code would use, then compare 10 iterations with the twin.
+    start = vq.kmeans(X, 6, w, init=init, max_iter=1, tol=0, random_state=7)
+    from vqcompress.cluster import _init_centers
+    from vqcompress._validation import rng_from
+    c0 = _init_centers(X, w, 6, init, rng_from(7))
+    res = vq.kmeans(X, 6, w, init=c0, max_iter=10, tol=0)
+    ref = naive.lloyd(X, w, c0, 10)
+    np.testing.assert_allclose(res.centers, ref, rtol=1e-10, atol=1e-10)
+    assert res.inertia == pytest.approx(naive.inertia(X, w, res.centers), rel=1e-10)
+    assert start.n_iter == 1
+
+
+def test_sorted_path_matches_lloyd_path(rng):
+    x = rng.laplace(size=3000)
+    a = vq.kmeans(x, 16, init="linear", method="sorted", max_iter=40, tol=0)
+    b = vq.kmeans(x, 16, init="linear", method="lloyd", max_iter=40, tol=0)
+    np.testing.assert_allclose(a.centers, b.centers, rtol=1e-9, atol=1e-9)
+    assert a.inertia == pytest.approx(b.inertia, rel=1e-9)
+    np.testing.assert_array_equal(a.labels, b.labels)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_optimal_matches_brute_force_over_all_partitions(seed):
+    r = np.random.default_rng(seed)
+    x = r.normal(size=7)
+    w = r.random(7) + 0.1
+    for k in (1, 2, 3):
+        res = vq.kmeans_1d_optimal(x, k, w)
+        assert res.inertia == pytest.approx(naive.optimal_1d_brute(x, w, k), rel=1e-9)
+        assert res.inertia == pytest.approx(naive.inertia(x[:, None], w, res.centers[:, None]),
+                                            rel=1e-9)
+
+
+@pytest.mark.parametrize("init", INITS)
+@pytest.mark.parametrize("k", [4, 32])
+def test_optimal_never_worse_than_lloyd(rng, init, k):
+    x = rng.laplace(size=4000) * rng.choice([0.1, 1.0], size=4000)
+    w = rng.random(4000)
+    opt = vq.kmeans_1d_optimal(x, k, w)
+    for seed in range(3):
+        lloyd = vq.kmeans(x, k, w, init=init, random_state=seed)
+        assert opt.inertia <= lloyd.inertia * (1 + 1e-9)
+
+
+def test_duplicate_values_and_zero_weights(rng):
+    x = np.repeat([1.0, 2.0, 3.0, 50.0], 100)
+    w = np.ones(400)
+    w[-100:] = 0.0  # the value 50 carries no weight
+    res = vq.kmeans_1d_optimal(x, 3, w)
+    np.testing.assert_allclose(res.centers, [1.0, 2.0, 3.0])
+    assert res.inertia == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(InputError, match="3 distinct values"):
+        vq.kmeans_1d_optimal(x, 4, w)
+
+
+def test_reproducible_from_random_state(rng):
+    X = rng.normal(size=(2000, 4)).astype(np.float32)
+    for init in ("random", "kmeans++"):
+        a = vq.kmeans(X, 20, init=init, random_state=11)
+        b = vq.kmeans(X, 20, init=init, random_state=11)
+        np.testing.assert_array_equal(a.centers, b.centers)
+
+
+def test_empty_clusters_are_reseeded():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 0.1, (200, 2)), rng.normal(5, 0.1, (200, 2))])
+    res = vq.kmeans(X, 4, init=np.array([[0, 0], [5, 5], [100, 100], [200, 200.0]]))
+    assert np.bincount(res.labels, minlength=4).min() > 0
+    assert np.isfinite(res.centers).all()
+
+
+def test_lloyd_inertia_close_to_sklearn(rng):
+    from sklearn.cluster import KMeans
+    X = rng.normal(size=(3000, 8)).astype(np.float32)
+    ours = min(vq.kmeans(X, 32, random_state=s).inertia for s in range(3))
+    theirs = min(KMeans(32, n_init=1, random_state=s).fit(X).inertia_ for s in range(3))
+    assert ours <= theirs * 1.01
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.array([1.0, np.nan, 2.0]), "NaN"),
+    (np.array([1.0, np.inf, 2.0]), "infinite"),
+    (np.array([], dtype=np.float32), "empty"),
+    (np.arange(10), "not floating point"),
+    (np.ones(10, dtype=bool), "not floating point"),
+    (np.zeros((2, 2, 2)), "1 or 2-D"),
+    (np.array([1.0, 1.0, 1.0, 2.0]), "distinct"),
+])
+def test_bad_input_is_a_clear_error(bad, match):
+    with pytest.raises(VQCompressError, match=match):
+        vq.kmeans(bad, 3)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"n_clusters": 0}, "n_clusters"), ({"n_clusters": 2.5}, "n_clusters"),
+    ({"init": "bogus"}, "init"), ({"max_iter": 0}, "max_iter"), ({"tol": -1}, "tol"),
+    ({"method": "x"}, "method"), ({"sample_weight": -np.ones(20)}, "negative"),
+    ({"sample_weight": np.ones(3)}, "entries"), ({"random_state": "seed"}, "random_state"),
+])
+def test_bad_parameters_are_clear_errors(rng, kwargs, match):
+    args = {"n_clusters": 2, **kwargs}
+    with pytest.raises(InputError, match=match):
+        vq.kmeans(rng.normal(size=20), **args)
+
+
+def test_lloyd_too_few_distinct_points():
+    X = np.repeat([[0.0, 0.0], [1.0, 1.0]], 50, axis=0)
+    with pytest.raises(InputError, match="distinct"):
+        vq.kmeans(X, 3)

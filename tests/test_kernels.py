@@ -1,0 +1,169 @@
+"""Every kernel against its naive numpy twin in tests/naive.py."""
+import numba
+import numpy as np
+import pytest
+
+import naive
+from vqcompress._kernels.assign import assign_nearest, center_sums
+from vqcompress._kernels.beam import rq_beam_encode
+from vqcompress._kernels.kmeans1d import dc_tree, label_by_midpoints, optimal_1d, sorted_lloyd
+from vqcompress._kernels.seeding import kmeans_plusplus
+from vqcompress.cluster import _sorted_distinct
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,d,k", [(1, 1, 1), (37, 3, 5), (3000, 8, 256), (500, 1, 16)])
+def test_assign_nearest_matches_naive(rng, dtype, n, d, k):
+    X = rng.normal(size=(n, d)).astype(dtype)
+    C = rng.normal(size=(k, d)).astype(dtype)
+    labels = np.empty(n, dtype=np.int32)
+    dists = np.empty(n)
+    assign_nearest(X, C, labels, dists)
+    ref_labels, ref_d = naive.assign_nearest(X, C)
+    # float32 distances may flip near-ties: the chosen center must be as near as the best.
+    chosen = ((X.astype(np.float64) - C[labels].astype(np.float64)) ** 2).sum(1)
+    np.testing.assert_allclose(chosen, ref_d, rtol=1e-5, atol=1e-6)
+    assert (labels == ref_labels).mean() > 0.999
+    np.testing.assert_allclose(dists, ref_d, rtol=1e-5, atol=1e-6)
+
+
+def test_assign_nearest_ties_go_to_lower_index():
+    X = np.array([[0.5], [1.5]], dtype=np.float32)
+    C = np.array([[0.0], [1.0], [2.0]], dtype=np.float32)
+    labels = np.empty(2, dtype=np.int32)
+    assign_nearest(X, C, labels, np.empty(2))
+    assert labels.tolist() == [0, 1]
+
+
+def test_center_sums_matches_naive(rng):
+    X = rng.normal(size=(200, 4)).astype(np.float32)
+    w = rng.random(200)
+    labels = rng.integers(0, 7, 200).astype(np.int32)
+    sums, wsum, sse = np.empty((7, 4)), np.empty(7), np.empty(7)
+    dists = rng.random(200)
+    center_sums(X, w, labels, dists, sums, wsum, sse)
+    ref_sums, ref_w = naive.center_sums(X, w, labels, 7)
+    np.testing.assert_allclose(sums, ref_sums, rtol=1e-12)
+    np.testing.assert_allclose(wsum, ref_w, rtol=1e-12)
+    np.testing.assert_allclose(sse, np.bincount(labels, weights=w * dists, minlength=7))
+
+
+def test_kmeans_plusplus_matches_naive(rng):
+    X = rng.normal(size=(300, 3)).astype(np.float32)
+    w = rng.random(300) + 0.1
+    uniforms = rng.random((12, 4))
+    idx = np.empty(12, dtype=np.int64)
+    kmeans_plusplus(X, w, uniforms, idx)
+    np.testing.assert_array_equal(idx, naive.kmeans_plusplus(X, w, uniforms))
+
+
+def _prefix(x, w=None):
+    w = np.ones_like(x, dtype=np.float64) if w is None else w
+    return _sorted_distinct(x, w, 1)
+
+
+def test_sorted_lloyd_matches_naive_lloyd(rng):
+    x = rng.laplace(size=5000)
+    data = _prefix(x)
+    init = np.linspace(x.min(), x.max(), 8)
+    centers = np.sort(init - data.shift)
+    n_it = sorted_lloyd(data.xs, data.W, data.A, data.B, centers, 15, 0.0)
+    assert n_it == 15
+    ref = naive.lloyd(x[:, None], np.ones_like(x), init[:, None], 15)[:, 0]
+    np.testing.assert_allclose(centers + data.shift, ref, rtol=1e-9, atol=1e-9)
+
+
+def test_sorted_lloyd_reseeds_empty_clusters(rng):
+    x = np.concatenate([rng.normal(0, 1, 500), rng.normal(100, 1, 500)])
+    data = _prefix(x)
+    centers = np.array([40.0, 41.0, 42.0, 43.0]) - data.shift  # three start empty
+    sorted_lloyd(data.xs, data.W, data.A, data.B, centers, 100, 0.0)
+    c = centers + data.shift
+    assert np.isfinite(c).all() and len(np.unique(c)) == 4
+    assert (c < 50).sum() == 2 and (c > 50).sum() == 2
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_optimal_1d_matches_brute_force(seed):
+    r = np.random.default_rng(seed)
+    n, k = 8, int(r.integers(1, 4))
+    x = np.round(r.laplace(size=n), 1)
+    w = r.integers(1, 4, size=n).astype(np.float64)
+    data = _sorted_distinct(x, w, k)
+    m = data.xs.shape[0]
+    order, level_ptr, left, right = dc_tree(m)
+    opt = np.empty((k, m + 1), dtype=np.int32)
+    cuts = np.empty(k + 1, dtype=np.int64)
+    cost = optimal_1d(data.W, data.A, data.B, order, level_ptr, left, right, opt, cuts)
+    assert cost == pytest.approx(naive.optimal_1d_brute(x, w, k), rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 17])
+def test_optimal_1d_matches_textbook_dp(rng, k):
+    x = rng.normal(size=120) ** 3
+    w = rng.random(120) + 0.5
+    data = _sorted_distinct(x, w, k)
+    m = data.xs.shape[0]
+    order, level_ptr, left, right = dc_tree(m)
+    opt = np.empty((k, m + 1), dtype=np.int32)
+    cuts = np.empty(k + 1, dtype=np.int64)
+    cost = optimal_1d(data.W, data.A, data.B, order, level_ptr, left, right, opt, cuts)
+    assert cost == pytest.approx(naive.optimal_1d_dp(x, w, k), rel=1e-9, abs=1e-12)
+    assert (np.diff(cuts) > 0).all() and cuts[0] == 0 and cuts[-1] == m
+
+
+def test_dc_tree_visits_every_position_once():
+    for m in (1, 2, 3, 10, 1000):
+        order, level_ptr, left, right = dc_tree(m)
+        assert sorted(order.tolist()) == list(range(1, m + 1))
+        assert level_ptr[0] == 0 and level_ptr[-1] == m
+        for i in order:  # bounds are ancestors: outside (left, right) exclusive of i
+            assert left[i] < i < right[i]
+
+
+def test_label_by_midpoints_matches_argmin(rng):
+    x = rng.normal(size=2000).astype(np.float32)
+    centers = np.sort(rng.normal(size=9))
+    labels = np.empty(2000, dtype=np.int32)
+    label_by_midpoints(x, 0.5 * (centers[1:] + centers[:-1]), labels)
+    ref, _ = naive.assign_nearest(x[:, None].astype(np.float64), centers[:, None])
+    np.testing.assert_array_equal(labels, ref)
+
+
+@pytest.mark.parametrize("beam", [1, 3, 16])
+def test_beam_search_matches_naive(rng, beam):
+    X = rng.normal(size=(60, 4)).astype(np.float32)
+    books = rng.normal(size=(3, 8, 4)).astype(np.float32) * np.array([1.0, 0.5, 0.25])[:, None, None].astype(np.float32)
+    codes = np.empty((60, 3), dtype=np.int32)
+    errs = np.empty(60)
+    rq_beam_encode(X, np.ascontiguousarray(books.transpose(0, 2, 1)), beam, codes, errs)
+    ref_codes, ref_errs = naive.beam_search(X, books.astype(np.float64), beam)
+    np.testing.assert_allclose(errs, ref_errs, rtol=1e-4, atol=1e-6)
+    assert (codes == ref_codes).all(axis=1).mean() > 0.95  # float32 near-ties may differ
+
+
+def test_full_beam_is_exhaustive(rng):
+    X = rng.normal(size=(40, 3)).astype(np.float32)
+    books = rng.normal(size=(2, 6, 3)).astype(np.float32)
+    codes = np.empty((40, 2), dtype=np.int32)
+    errs = np.empty(40)
+    rq_beam_encode(X, np.ascontiguousarray(books.transpose(0, 2, 1)), 6, codes, errs)
+    allsums = (books[0][:, None, :] + books[1][None, :, :]).reshape(-1, 3)
+    _, best = naive.assign_nearest(X, allsums)
+    np.testing.assert_allclose(errs, best, rtol=1e-4, atol=1e-6)
+
+
+def test_results_do_not_depend_on_thread_count(rng):
+    from vqcompress import kmeans
+    X = rng.normal(size=(5000, 4)).astype(np.float32)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        a = kmeans(X, 32, random_state=3)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        b = kmeans(X, 32, random_state=3)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(a.centers, b.centers)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.inertia == b.inertia
