@@ -152,3 +152,50 @@ def test_lloyd_too_few_distinct_points():
     X = np.repeat([[0.0, 0.0], [1.0, 1.0]], 50, axis=0)
     with pytest.raises(InputError, match="distinct"):
         vq.kmeans(X, 3)
+
+
+@pytest.fixture
+def force_penalty_search(monkeypatch):
+    """Make kmeans_1d_optimal take the Lagrangian path even on small inputs."""
+    from vqcompress import cluster
+    monkeypatch.setattr(cluster, "_LAYERED_DP_MAX_CELLS", 0)
+    calls = []
+    real = cluster._penalty_search_cuts
+    monkeypatch.setattr(cluster, "_penalty_search_cuts",
+                        lambda data, k: calls.append(k) or real(data, k))
+    return calls
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_penalty_search_matches_textbook_dp(force_penalty_search, seed):
+    r = np.random.default_rng(seed)
+    x = r.laplace(size=150) * r.choice([0.05, 1.0, 20.0], size=150)
+    w = r.random(150) + 0.05
+    # prefix sums round at eps times the total energy, which bounds the absolute error
+    energy = float(w @ (x - (w @ x) / w.sum()) ** 2)
+    for k in (2, 3, 7, 30, 149):
+        res = vq.kmeans_1d_optimal(x, k, w)
+        assert res.inertia == pytest.approx(naive.optimal_1d_dp(x, w, k), rel=1e-9,
+                                            abs=1e-13 * energy)
+    assert force_penalty_search  # the path under test really ran
+
+
+def test_penalty_search_ties_fall_back_to_exact_dp(force_penalty_search):
+    # Evenly spaced equal-weight values: many clusterings tie, counts jump over k.
+    x = np.arange(40, dtype=np.float64)
+    for k in (3, 6, 7, 13):
+        res = vq.kmeans_1d_optimal(x, k)
+        assert res.inertia == pytest.approx(naive.optimal_1d_dp(x, np.ones(40), k), rel=1e-9)
+        assert len(np.unique(res.labels)) == k
+
+
+def test_penalty_search_on_weights_sized_input(rng):
+    # 200k distinct values, k = 64: takes the Lagrangian path by default; compare with the
+    # layered program on the same data (both exact).
+    from vqcompress import cluster
+    x = rng.laplace(size=200_000)
+    res = vq.kmeans_1d_optimal(x, 64)
+    data = cluster._sorted_distinct(x, np.ones_like(x), 64)
+    cuts = cluster._layered_dp_cuts(data, 64)
+    dW, dA, dB = (np.diff(P[cuts]) for P in (data.W, data.A, data.B))
+    assert res.inertia == pytest.approx(float(np.sum(dB - dA * dA / dW)), rel=1e-9)

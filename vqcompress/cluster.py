@@ -11,7 +11,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ._kernels.assign import assign_nearest, center_sums, farthest_in_cluster
-from ._kernels.kmeans1d import dc_tree, label_by_midpoints, optimal_1d, sorted_lloyd
+from ._kernels.kmeans1d import (dc_tree, label_by_midpoints, optimal_1d, penalized_1d,
+                                prefix_sums, sorted_lloyd)
 from ._kernels.seeding import kmeans_plusplus
 from ._validation import as_float_array, as_sample_weight, check_choice, check_int, rng_from
 from .errors import InputError
@@ -108,28 +109,101 @@ def kmeans_1d_optimal(x, n_clusters, sample_weight=None) -> KMeansResult:
     -------
     KMeansResult
         Centers sorted ascending; the clustering minimises the weighted squared error over
-        all partitions (up to float64 rounding).  Runs in O(k m log m) time for m distinct
-        values and keeps k*m int32 argmins.
+        all partitions (up to float64 rounding).
+
+    Notes
+    -----
+    For m distinct values, small problems (k*m up to a few million) run the layered dynamic
+    program, O(k m log m).  Larger ones use Lagrangian relaxation: the optimal cost is
+    convex in the number of clusters (the cost is concave Monge; Aggarwal, Schieber &
+    Tokuyama 1994), so a penalty per cluster can be tuned until the unconstrained optimum,
+    O(m log m) per penalty, has exactly k clusters.  That is independent of k and needs O(m)
+    memory.  When ties leave no penalty with exactly k clusters, the layered program
+    settles it.
     """
     x = as_float_array(x, name="x", ndim=1)
     w = as_sample_weight(sample_weight, x.shape[0])
     k = check_int(n_clusters, name="n_clusters", low=1)
     data = _sorted_distinct(x, w, k)
-    m = data.xs.shape[0]
-    if k * (m + 1) * 4 > _MAX_DP_BYTES:
-        raise InputError(
-            f"x: exact 1-D k-means with {k} clusters over {m} distinct values needs "
-            f"{k * (m + 1) * 4 / 2**30:.1f} GiB; use kmeans() instead")
-    order, level_ptr, left, right = dc_tree(m)
-    opt = np.empty((k, m + 1), dtype=np.int32)
-    cuts = np.empty(k + 1, dtype=np.int64)
-    optimal_1d(data.W, data.A, data.B, order, level_ptr, left, right, opt, cuts)
-    del opt
+    cuts = _optimal_cuts(data, k)
     centers = (data.A[cuts[1:]] - data.A[cuts[:-1]]) / (data.W[cuts[1:]] - data.W[cuts[:-1]])
     return _finish_1d(x, w, data, centers, 0)
 
 
 # --- private core: inputs below are validated --------------------------------------------
+
+# Up to this many (cluster, value) pairs the layered DP is cheaper than the penalty search.
+_LAYERED_DP_MAX_CELLS = 4_000_000
+
+
+def _optimal_cuts(data, k) -> np.ndarray:
+    """Boundaries (k+1,) of the optimal clustering of the sorted distinct values."""
+    m = data.xs.shape[0]
+    if k == 1 or k == m or k * m <= _LAYERED_DP_MAX_CELLS:
+        return _layered_dp_cuts(data, k)
+    cuts = _penalty_search_cuts(data, k)
+    return cuts if cuts is not None else _layered_dp_cuts(data, k)
+
+
+def _layered_dp_cuts(data, k) -> np.ndarray:
+    m = data.xs.shape[0]
+    if k * (m + 1) * 4 > _MAX_DP_BYTES:
+        raise InputError(
+            f"x: exact 1-D k-means with {k} clusters over {m} distinct values hit a tie "
+            f"that needs the layered program ({k * (m + 1) * 4 / 2**30:.1f} GiB); use "
+            f"kmeans() instead")
+    order, level_ptr, left, right = dc_tree(m)
+    opt = np.empty((k, m + 1), dtype=np.int32)
+    cuts = np.empty(k + 1, dtype=np.int64)
+    optimal_1d(data.W, data.A, data.B, order, level_ptr, left, right, opt, cuts)
+    return cuts
+
+
+def _penalty_search_cuts(data, k, max_solves=200):
+    """Search the per-cluster penalty whose optimum has exactly k clusters; None on a tie.
+
+    The count falls as the penalty grows, roughly as penalty**(-1/3) (the marginal gain of
+    the k-th cluster shrinks like k**-3), so a secant step in log-log space finds it in a few
+    solves; bisection in log space guards the bracket.
+    """
+    m = data.xs.shape[0]
+    F = np.empty(m + 1)
+    cnt, arg, dq_j, dq_start = (np.empty(m + 1, dtype=np.int64) for _ in range(4))
+    total = float(data.B[-1] - data.A[-1] ** 2 / data.W[-1])
+    lo_lam, lo_cnt = 0.0, m          # penalty too small: count above k
+    hi_lam, hi_cnt = total * 2 + 1e-300, 1  # penalty too large: count below k
+    lam = total / k ** 3
+    for _ in range(max_solves):
+        c = penalized_1d(data.W, data.A, data.B, lam, True, F, cnt, arg, dq_j, dq_start)
+        if c > k:
+            lo_lam, lo_cnt = lam, c
+        elif c == k or penalized_1d(data.W, data.A, data.B, lam, False, F, cnt, arg,
+                                    dq_j, dq_start) >= k:
+            if cnt[m] != k:  # ties: the fewest is below k, the most is above
+                return None
+            cuts = np.empty(k + 1, dtype=np.int64)
+            cuts[k] = m
+            for j in range(k, 0, -1):
+                cuts[j - 1] = arg[cuts[j]]
+            return cuts
+        else:
+            hi_lam, hi_cnt = lam, c
+        if lo_lam > 0 and hi_lam - lo_lam <= 1e-15 * hi_lam:
+            return None
+        lam = _next_penalty(lo_lam, lo_cnt, hi_lam, hi_cnt, k)
+    return None
+
+
+def _next_penalty(lo_lam, lo_cnt, hi_lam, hi_cnt, k):
+    """Secant step on log(count) against log(penalty), kept inside the bracket."""
+    if lo_lam <= 0:
+        return hi_lam / 8.0
+    a, b = np.log(lo_lam), np.log(hi_lam)
+    fa, fb = np.log(lo_cnt), np.log(hi_cnt)
+    guess = a + (np.log(k) - fa) * (b - a) / (fb - fa) if fb != fa else 0.5 * (a + b)
+    margin = 0.05 * (b - a)
+    guess = min(max(guess, a + margin), b - margin)
+    return float(np.exp(guess))
 
 
 class _Sorted1D(NamedTuple):
@@ -146,8 +220,7 @@ def _sorted_distinct(x, w, k) -> _Sorted1D:
     if not keep.all():
         x, w = x[keep], w[keep]
     if np.all(w == 1.0):
-        xs, counts = np.unique(x, return_counts=True)
-        ws = counts.astype(np.float64)
+        xs, ws = np.unique(x, return_counts=True)
     else:
         order = np.argsort(x, kind="stable")
         xsorted = x[order]
@@ -160,13 +233,10 @@ def _sorted_distinct(x, w, k) -> _Sorted1D:
         raise InputError(
             f"x has {xs.shape[0]} distinct values of positive weight, fewer than the "
             f"{k} clusters asked for")
-    xs = xs.astype(np.float64)
-    shift = float(np.dot(ws, xs) / ws.sum())
-    xs -= shift
-    zero = np.zeros(1)
-    W = np.concatenate([zero, np.cumsum(ws)])
-    A = np.concatenate([zero, np.cumsum(ws * xs)])
-    B = np.concatenate([zero, np.cumsum(ws * xs * xs)])
+    m = xs.shape[0]
+    centered, W, A, B = np.empty(m), np.empty(m + 1), np.empty(m + 1), np.empty(m + 1)
+    shift = prefix_sums(xs, np.ascontiguousarray(ws, dtype=np.float64), centered, W, A, B)
+    xs = centered
     return _Sorted1D(xs, W, A, B, shift)
 
 

@@ -11,7 +11,7 @@ from numba import njit, prange
 from . import CHUNK
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _sse(W, A, B, lo, hi):  # pragma: no cover - compiled
     """Weighted squared error of xs[lo:hi] around its mean (0 for an empty range)."""
     dw = W[hi] - W[lo]
@@ -79,12 +79,35 @@ def sorted_lloyd(xs, W, A, B, centers, max_iter, tol):  # pragma: no cover - com
 @njit(parallel=True, cache=True)
 def label_by_midpoints(x, mids, labels):  # pragma: no cover - compiled
     """labels[i] = number of midpoints strictly below x[i]: the nearest of sorted centers,
-    ties to the lower one.  x : (n,) float; mids : (k-1,) float64; labels : (n,) int32."""
+    ties to the lower one.  x : (n,) float; mids : (k-1,) float64 sorted; labels : (n,) int32.
+
+    A uniform grid of buckets over [min(x), max(x)] gives each value a starting label; a
+    short walk then reaches the exact answer, so rounding at bucket edges cannot matter.
+    """
     n = x.shape[0]
+    n_mids = mids.shape[0]
+    lo = np.float64(x[0])
+    hi = lo
+    for i in range(n):
+        v = np.float64(x[i])
+        lo = min(lo, v)
+        hi = max(hi, v)
+    n_buckets = max(1024, 8 * n_mids)
+    scale = n_buckets / (hi - lo) if hi > lo else 0.0
+    start = np.empty(n_buckets, dtype=np.int64)
+    for b in range(n_buckets):
+        start[b] = np.searchsorted(mids, lo + b / scale if scale > 0 else lo, side="left")
     n_chunks = (n + CHUNK - 1) // CHUNK
     for c in prange(n_chunks):
         for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
-            labels[i] = np.searchsorted(mids, np.float64(x[i]), side="left")
+            v = np.float64(x[i])
+            b = min(int((v - lo) * scale), n_buckets - 1)
+            j = start[b]
+            while j > 0 and mids[j - 1] >= v:
+                j -= 1
+            while j < n_mids and mids[j] < v:
+                j += 1
+            labels[i] = j
 
 
 @njit(cache=True)
@@ -187,3 +210,107 @@ def optimal_1d(W, A, B, order, level_ptr, left, right, opt, cuts):  # pragma: no
         cuts[lay] = opt[lay, cuts[lay + 1]]
     cuts[0] = 0
     return prev[m]
+
+
+@njit(cache=True)
+def prefix_sums(values, weights, xs, W, A, B):  # pragma: no cover - compiled
+    """One pass: centered values and the prefix sums every 1-D kernel works from.
+
+    values : (m,) sorted distinct float32/float64; weights : (m,) float64 (> 0).
+    xs : (m,) float64 output, values minus their weighted mean; W, A, B : (m+1,) float64
+    outputs, prefix sums of weights, weight*xs and weight*xs^2.  Returns the mean.
+    """
+    m = values.shape[0]
+    tw = 0.0
+    tx = 0.0
+    for i in range(m):
+        tw += weights[i]
+        tx += weights[i] * values[i]
+    shift = tx / tw
+    W[0] = 0.0
+    A[0] = 0.0
+    B[0] = 0.0
+    for i in range(m):
+        v = np.float64(values[i]) - shift
+        xs[i] = v
+        wi = weights[i]
+        W[i + 1] = W[i] + wi
+        A[i + 1] = A[i] + wi * v
+        B[i + 1] = B[i] + wi * v * v
+    return shift
+
+
+@njit(cache=True)
+def _beats(F, cnt, W, A, B, new, old, pos, prefer_fewer):  # pragma: no cover - compiled
+    """Is ending the previous segment at ``new`` better than at ``old`` for position ``pos``?
+    Ties go to the smaller (prefer_fewer) or larger cluster count."""
+    vn = F[new] + _sse(W, A, B, new, pos)
+    vo = F[old] + _sse(W, A, B, old, pos)
+    if vn != vo:
+        return vn < vo
+    if prefer_fewer:
+        return cnt[new] < cnt[old]
+    return cnt[new] > cnt[old]
+
+
+@njit(cache=True)
+def penalized_1d(W, A, B, lam, prefer_fewer, F, cnt, arg, dq_j, dq_start):  # pragma: no cover
+    """Optimal 1-D clustering with a penalty ``lam`` per cluster and no fixed count.
+
+    F[i] = min_j F[j] + sse(j, i) + lam over prefixes i = 1..m, in O(m log m): because the
+    cost is concave Monge, a later candidate j that beats an earlier one at position p beats
+    it at every position after p, so the candidates form a deque of dominance intervals
+    (found by a galloping search).
+    F : (m+1,) float64, cnt, arg : (m+1,) int64, dq_j, dq_start : (m+1,) int64, all scratch
+    outputs; arg[i] is the start of the last cluster of the best clustering of prefix i.
+    Returns the number of clusters of the solution for the whole range.
+    """
+    m = W.shape[0] - 1
+    F[0] = 0.0
+    cnt[0] = 0
+    head = 0
+    tail = 1
+    dq_j[0] = 0
+    dq_start[0] = 1
+    for i in range(1, m + 1):
+        while tail - head > 1 and dq_start[head + 1] <= i:
+            head += 1
+        j = dq_j[head]
+        F[i] = F[j] + _sse(W, A, B, j, i) + lam
+        cnt[i] = cnt[j] + 1
+        arg[i] = j
+        if i == m:
+            break
+        # candidate i competes for positions i+1..m
+        while tail > head:
+            s = max(dq_start[tail - 1], i + 1)
+            if _beats(F, cnt, W, A, B, i, dq_j[tail - 1], s, prefer_fewer):
+                tail -= 1
+            else:
+                break
+        if tail == head:
+            dq_j[tail] = i
+            dq_start[tail] = i + 1
+            tail += 1
+            continue
+        lo = max(dq_start[tail - 1], i + 1)
+        old = dq_j[tail - 1]
+        # gallop from lo (the crossing is usually near), then bisect: local memory access
+        step = 1
+        hi = lo + 1
+        while hi <= m and not _beats(F, cnt, W, A, B, i, old, hi, prefer_fewer):
+            lo = hi + 1
+            step *= 2
+            hi = lo + step
+        hi = min(hi, m + 1)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if _beats(F, cnt, W, A, B, i, old, mid, prefer_fewer):
+                hi = mid
+            else:
+                lo = mid + 1
+        if lo <= m:
+            dq_j[tail] = i
+            dq_start[tail] = lo
+            tail += 1
+    return cnt[m]
