@@ -53,22 +53,21 @@ def optimal_1d_brute(x, w, k):
 
 
 def optimal_1d_dp(x, w, k):
-    """O(k n^2) dynamic programming over sorted values: the textbook recurrence."""
+    """O(k n^2) dynamic programming over sorted values: the textbook recurrence, with each
+    segment's error computed directly around its own mean."""
     order = np.argsort(x)
     xs, ws = x[order].astype(np.float64), w[order].astype(np.float64)
     n = len(xs)
-
-    def cost(j, i):  # points j..i-1
-        ww, xx = ws[j:i], xs[j:i]
-        mu = ww @ xx / ww.sum()
-        return ww @ (xx - mu) ** 2
-
-    D = np.full((k + 1, n + 1), np.inf)
-    D[0, 0] = 0.0
-    for m in range(1, k + 1):
-        for i in range(m, n + 1):
-            D[m, i] = min(D[m - 1, j] + cost(j, i) for j in range(m - 1, i))
-    return D[k, n]
+    cost = np.full((n + 1, n + 1), np.inf)  # cost[j, i]: points j..i-1
+    for j in range(n):
+        for i in range(j + 1, n + 1):
+            ww, xx = ws[j:i], xs[j:i]
+            cost[j, i] = ww @ (xx - ww @ xx / ww.sum()) ** 2
+    D = np.full(n + 1, np.inf)
+    D[0] = 0.0
+    for _ in range(k):
+        D = np.min(D[:, None] + cost, axis=0)
+    return D[n]
 
 
 def kmeans_plusplus(X, w, uniforms):
