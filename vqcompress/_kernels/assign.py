@@ -15,11 +15,20 @@ def argmin_nonneg(buf):  # pragma: no cover - replaced by the overload inside ke
 @overload(argmin_nonneg, jit_options={"fastmath": FASTMATH})
 def _argmin_nonneg_impl(buf):
     # Non-negative IEEE floats order like their bit patterns read as integers, and integer
-    # min reductions vectorise where float ones do not: two vector passes, no branches.
-    itype = np.int32 if buf.dtype == types.float32 else np.int64
+    # min reductions vectorise where float ones do not.  float32: the bits and the index
+    # share one int64 key, so a single vector pass finds both (ties: lowest index).
+    # float64 leaves no room for the index: one pass for the minimum, one for its index.
+    if buf.dtype == types.float32:
+        def impl(buf):
+            ibuf = buf.view(np.int32)
+            key = np.int64(ibuf[0]) << 32
+            for t in range(1, ibuf.shape[0]):
+                key = min(key, (np.int64(ibuf[t]) << 32) | t)
+            return key & 0xFFFFFFFF
+        return impl
 
     def impl(buf):
-        ibuf = buf.view(itype)
+        ibuf = buf.view(np.int64)
         k = ibuf.shape[0]
         m = ibuf[0]
         for t in range(1, k):

