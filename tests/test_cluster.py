@@ -45,8 +45,8 @@ def test_lloyd_from_same_start_matches_naive(rng, init):
     w = rng.random(800) + 0.2
     # First get the init our code would use, then compare 10 iterations with the twin.
     start = vq.kmeans(X, 6, w, init=init, max_iter=1, tol=0, random_state=7)
-    from vqcompress.cluster import _init_centers
     from vqcompress._validation import rng_from
+    from vqcompress.cluster import _init_centers
     c0 = _init_centers(X, w, 6, init, rng_from(7))
     res = vq.kmeans(X, 6, w, init=c0, max_iter=10, tol=0)
     ref = naive.lloyd(X, w, c0, 10)

@@ -1,7 +1,8 @@
 """The four quantizers: oracles (faiss, naive numpy), invariants, sizes and bad input."""
 import numpy as np
 import pytest
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import naive
 import vqcompress as vq

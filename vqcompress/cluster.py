@@ -11,11 +11,17 @@ from typing import NamedTuple
 import numpy as np
 
 from ._kernels.assign import assign_nearest, center_sums, farthest_in_cluster
-from ._kernels.kmeans1d import (dc_tree, label_by_midpoints, optimal_1d, penalized_1d,
-                                prefix_sums, sorted_lloyd)
+from ._kernels.kmeans1d import (
+    dc_tree,
+    label_by_midpoints,
+    optimal_1d,
+    penalized_1d,
+    prefix_sums,
+    sorted_lloyd,
+)
 from ._kernels.seeding import kmeans_plusplus
 from ._validation import as_float_array, as_sample_weight, check_choice, check_int, rng_from
-from .errors import InputError
+from .errors import InputError, TooFewValuesError
 
 INITS = ("linear", "density", "random", "kmeans++")
 
@@ -230,7 +236,7 @@ def _sorted_distinct(x, w, k) -> _Sorted1D:
         xs = xsorted[starts]
         ws = np.add.reduceat(w[order], starts)
     if xs.shape[0] < k:
-        raise InputError(
+        raise TooFewValuesError(
             f"x has {xs.shape[0]} distinct values of positive weight, fewer than the "
             f"{k} clusters asked for")
     m = xs.shape[0]
@@ -271,7 +277,7 @@ def _kmeans_sorted(x, w, k, init, max_iter, tol, rng) -> KMeansResult:
 def _check_enough_points(w, k):
     n_pos = int(np.count_nonzero(w))
     if n_pos < k:
-        raise InputError(f"X has {n_pos} samples of positive weight, fewer than the {k} "
+        raise TooFewValuesError(f"X has {n_pos} samples of positive weight, fewer than the {k} "
                          f"clusters asked for")
 
 
@@ -349,7 +355,7 @@ def _reseed(X, w, labels, dists, sse, centers, empty_idx):
     with the largest squared error, splitting that cluster on the next assignment."""
     src = int(np.argmax(sse))
     if sse[src] <= 0:
-        raise InputError("X has fewer distinct points of positive weight than clusters")
+        raise TooFewValuesError("X has fewer distinct points of positive weight than clusters")
     i = farthest_in_cluster(w, labels, dists, src)
     centers[empty_idx] = X[i]
     sse[src] = 0.0  # the next empty cluster splits another one

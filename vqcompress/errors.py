@@ -16,3 +16,10 @@ class InputError(VQCompressError, ValueError):
 
 class FormatError(VQCompressError):
     """A file is corrupt, truncated, or not in the format it claims to be."""
+
+
+class TooFewValuesError(InputError):
+    """A tensor has fewer distinct values (of positive weight) than the codebook has entries.
+
+    Not a fault in the data: ``compress`` stores such tensors raw, with a warning.
+    """

@@ -5,19 +5,10 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from .._validation import as_float_array, check_choice, check_int
+from ..coding.bitpack import code_dtype, packed_bytes  # noqa: F401  (re-exported)
 from ..errors import InputError
 
 CODEBOOK_DTYPES = ("float32", "float16")
-
-
-def code_dtype(n_bits: int) -> np.dtype:
-    """uint8 for codebooks of up to 256 entries, uint16 up to 65,536."""
-    return np.dtype(np.uint8) if n_bits <= 8 else np.dtype(np.uint16)
-
-
-def packed_bytes(n_codes: int, n_bits: int) -> int:
-    """Bytes taken by ``n_codes`` codes of ``n_bits`` each, packed back to back."""
-    return (n_codes * n_bits + 7) // 8
 
 
 def as_matrix(W, *, name: str = "W") -> np.ndarray:
@@ -51,7 +42,8 @@ def check_codes(codes, *, n_entries: int, shape: tuple | None = None,
 
 
 class BaseQuantizer(BaseEstimator):
-    """Shared behaviour; subclasses implement ``fit``, ``encode``, ``decode``, ``_sizes``.
+    """Shared behaviour; subclasses implement ``fit``, ``encode``, ``decode`` and the storage
+    hooks ``_code_shape``, ``_arrays``, ``_restore_arrays``.
 
     After ``fit`` every quantizer knows the byte sizes of what it would store for the
     fitted tensor (``nbytes_breakdown()``) and so its ``bits_per_weight``.
@@ -74,9 +66,11 @@ class BaseQuantizer(BaseEstimator):
             raise InputError(f"this {type(self).__name__} is not fitted yet; call fit() first")
 
     def nbytes_breakdown(self) -> dict:
-        """Bytes of each part stored for the fitted tensor: codes (packed), codebooks, scales."""
+        """Bytes of each part stored for the fitted tensor: the codes bit-packed at n_bits,
+        and every learned array in its stored form (codebooks, scales, zero points)."""
         self._check_fitted()
-        parts = self._sizes()
+        parts = {"codes": packed_bytes(int(np.prod(self._code_shape())), self.n_bits)}
+        parts.update({k: int(v.nbytes) for k, v in self._arrays().items()})
         parts["total"] = sum(parts.values())
         return parts
 
@@ -84,6 +78,38 @@ class BaseQuantizer(BaseEstimator):
     def bits_per_weight(self) -> float:
         """Stored bits (codes packed at their width, plus codebooks and scales) per weight."""
         return self.nbytes_breakdown()["total"] * 8 / self.n_weights_
+
+    # -- serialization: what a file stores besides the codes --------------------------------
+    _STATE_META = ("shape_", "n_weights_")  # learned scalars, stored as JSON
+
+    def to_parts(self) -> tuple[dict, dict]:
+        """(meta, arrays): JSON-able learned scalars and the learned arrays in the form they
+        are stored (integer arrays bit-packed), so their bytes are the bytes a file holds."""
+        self._check_fitted()
+        meta = {k: (list(v) if isinstance(v, tuple) else v) for k, v in
+                ((k, getattr(self, k)) for k in self._STATE_META)}
+        return meta, self._arrays()
+
+    @classmethod
+    def from_parts(cls, params: dict, meta: dict, arrays: dict):
+        """Rebuild a fitted quantizer from ``to_parts`` output, validating every array's
+        dtype and shape against the parameters (FormatError on any mismatch)."""
+        from ..errors import FormatError
+
+        try:
+            q = cls(**params)
+            for k in cls._STATE_META:
+                v = meta[k]
+                setattr(q, k, tuple(int(x) for x in v) if k == "shape_" else int(v))
+            q._restore_arrays(arrays)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"{cls.__name__}: bad stored state ({exc})") from None
+        return q
+
+    def code_shape(self) -> tuple:
+        """Shape of ``encode``'s output for the fitted tensor."""
+        self._check_fitted()
+        return self._code_shape()
 
     def fit_encode(self, W, *args, **kwargs) -> np.ndarray:
         """``fit(W)`` then ``encode(W)``."""
@@ -117,3 +143,17 @@ def training_sample(X: np.ndarray, k: int, max_points_per_centroid, rng) -> np.n
     if X.shape[0] <= limit:
         return X
     return X[np.sort(rng.choice(X.shape[0], size=limit, replace=False))]
+
+
+def restore_check(arr, *, name: str, shape: tuple, dtypes) -> np.ndarray:
+    """Check a stored array against what the parameters imply (FormatError otherwise)."""
+    from ..errors import FormatError
+
+    arr = np.asarray(arr)
+    if arr.dtype not in [np.dtype(d) for d in dtypes]:
+        raise FormatError(f"{name}: dtype {arr.dtype}, expected one of {list(dtypes)}")
+    if arr.shape != tuple(shape):
+        raise FormatError(f"{name}: shape {arr.shape}, expected {tuple(shape)}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise FormatError(f"{name}: contains NaN or infinite values")
+    return arr

@@ -6,7 +6,7 @@ import numpy as np
 from .._kernels.kmeans1d import label_by_midpoints
 from .._validation import as_float_array, as_sample_weight, check_choice, check_int, rng_from
 from ..cluster import INITS, _kmeans_sorted, kmeans_1d_optimal
-from ._base import BaseQuantizer, check_codes, code_dtype, packed_bytes
+from ._base import BaseQuantizer, check_codes, code_dtype, restore_check
 
 
 class KMeansQuantizer(BaseQuantizer):
@@ -83,6 +83,13 @@ class KMeansQuantizer(BaseQuantizer):
         codes = check_codes(codes, n_entries=self.codebook_.shape[0])
         return self.codebook_.astype(np.float32)[codes]
 
-    def _sizes(self):
-        return {"codes": packed_bytes(self.n_weights_, self.n_bits),
-                "codebook": self.codebook_.nbytes}
+
+    def _code_shape(self):
+        return self.shape_
+
+    def _arrays(self):
+        return {"codebook": self.codebook_}
+
+    def _restore_arrays(self, arrays):
+        self.codebook_ = restore_check(arrays["codebook"], name="codebook",
+                                       shape=(1 << self.n_bits,), dtypes=("float32", "float16"))

@@ -6,8 +6,15 @@ import numpy as np
 from .._kernels.assign import assign_nearest
 from .._validation import check_choice, check_int, rng_from
 from ..cluster import INITS, _check_enough_points, _lloyd
-from ._base import (BaseQuantizer, as_matrix, check_codes, code_dtype, packed_bytes,
-                    to_blocks, training_sample)
+from ._base import (
+    BaseQuantizer,
+    as_matrix,
+    check_codes,
+    code_dtype,
+    restore_check,
+    to_blocks,
+    training_sample,
+)
 
 
 class ProductQuantizer(BaseQuantizer):
@@ -111,7 +118,20 @@ class ProductQuantizer(BaseQuantizer):
             blocks = books[0][codes]
         return blocks.reshape(codes.shape[0], -1)[:, : self.in_features_]
 
-    def _sizes(self):
-        out = self.n_weights_ // self.in_features_
-        return {"codes": packed_bytes(out * self.n_blocks_, self.n_bits),
-                "codebook": self.codebooks_.nbytes}
+
+    _STATE_META = ("shape_", "n_weights_", "in_features_", "n_blocks_")
+
+    def _code_shape(self):
+        return (self.n_weights_ // self.in_features_, self.n_blocks_)
+
+    def _arrays(self):
+        return {"codebook": self.codebooks_}
+
+    def _restore_arrays(self, arrays):
+        if self.n_blocks_ != -(-self.in_features_ // self.block_size) or \
+                self.n_weights_ % self.in_features_:
+            raise ValueError("inconsistent block layout")
+        n_books = self.n_blocks_ if self.codebook_per_block else 1
+        self.codebooks_ = restore_check(arrays["codebook"], name="codebook",
+                                        shape=(n_books, 1 << self.n_bits, self.block_size),
+                                        dtypes=("float32", "float16"))

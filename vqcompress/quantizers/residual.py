@@ -7,8 +7,15 @@ import scipy.linalg
 from .._kernels.beam import rq_beam_encode
 from .._validation import check_choice, check_int, rng_from
 from ..cluster import INITS, _check_enough_points, _lloyd
-from ._base import (BaseQuantizer, as_matrix, check_codes, code_dtype, packed_bytes,
-                    to_blocks, training_sample)
+from ._base import (
+    BaseQuantizer,
+    as_matrix,
+    check_codes,
+    code_dtype,
+    restore_check,
+    to_blocks,
+    training_sample,
+)
 
 
 class ResidualQuantizer(BaseQuantizer):
@@ -110,10 +117,22 @@ class ResidualQuantizer(BaseQuantizer):
         rec = _reconstruct(self.codebooks_.astype(np.float32), codes.reshape(-1, n_stages))
         return rec.reshape(codes.shape[0], -1)[:, : self.in_features_]
 
-    def _sizes(self):
-        out = self.n_weights_ // self.in_features_
-        n_codes = out * self.n_blocks_ * self.codebooks_.shape[0]
-        return {"codes": packed_bytes(n_codes, self.n_bits), "codebook": self.codebooks_.nbytes}
+
+    _STATE_META = ("shape_", "n_weights_", "in_features_", "n_blocks_")
+
+    def _code_shape(self):
+        return (self.n_weights_ // self.in_features_, self.n_blocks_, self.n_stages)
+
+    def _arrays(self):
+        return {"codebook": self.codebooks_}
+
+    def _restore_arrays(self, arrays):
+        if self.n_blocks_ != -(-self.in_features_ // self.block_size) or \
+                self.n_weights_ % self.in_features_:
+            raise ValueError("inconsistent block layout")
+        self.codebooks_ = restore_check(arrays["codebook"], name="codebook",
+                                        shape=(self.n_stages, 1 << self.n_bits, self.block_size),
+                                        dtypes=("float32", "float16"))
 
 
 # --- private core ---------------------------------------------------------------------------

@@ -6,8 +6,9 @@ import numbers
 import numpy as np
 
 from .._validation import check_choice, check_int
+from ..coding.bitpack import pack, unpack
 from ..errors import InputError
-from ._base import BaseQuantizer, as_matrix, check_codes, code_dtype, packed_bytes
+from ._base import BaseQuantizer, as_matrix, check_codes, code_dtype, restore_check
 
 SCALE_DTYPES = ("float16", "float32")
 # Clipping ratios tried by clip='mse' (as GPTQ's grid search: shrink the range up to 80%).
@@ -130,12 +131,38 @@ class UniformQuantizer(BaseQuantizer):
         zero = None if self.zero_points_ is None else self.zero_points_.astype(np.float64)[..., None]
         return scale, zero
 
-    def _sizes(self):
-        parts = {"codes": packed_bytes(self.n_weights_, self.n_bits),
-                 "scales": self.scales_.nbytes}
+    _STATE_META = ("shape_", "n_weights_", "in_features_")
+
+    def _code_shape(self):
+        return (self.n_weights_ // self.in_features_, self.in_features_)
+
+    def _group_grid(self):
+        """(n_rows, n_groups) of the scale array for the fitted shape."""
+        rows = self.n_weights_ // self.in_features_
+        if self.group_size == "tensor":
+            return (1, 1)
+        if self.group_size == "channel":
+            return (rows, 1)
+        return (rows, -(-self.in_features_ // int(self.group_size)))
+
+    def _arrays(self):
+        arrays = {"scales": self.scales_}
         if self.zero_points_ is not None:
-            parts["zero_points"] = packed_bytes(self.zero_points_.size, self.n_bits)
-        return parts
+            arrays["zero_points"] = pack(self.zero_points_, self.n_bits)
+        return arrays
+
+    def _restore_arrays(self, arrays):
+        if self.n_weights_ % self.in_features_:
+            raise ValueError("inconsistent shape")
+        grid = self._group_grid()
+        self.scales_ = restore_check(arrays["scales"], name="scales", shape=grid,
+                                     dtypes=(self.scale_dtype,))
+        if self.symmetric:
+            self.zero_points_ = None
+        else:
+            self.zero_points_ = unpack(arrays["zero_points"], self.n_bits,
+                                       grid[0] * grid[1]).reshape(grid)
+
 
 
 # --- private core ---------------------------------------------------------------------------

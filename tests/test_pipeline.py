@@ -1,0 +1,287 @@
+"""compress -> .vqz -> load: round trips, sizes from real files, corrupt files, the CLI."""
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import vqcompress as vq
+from vqcompress import FormatError, InputError
+from vqcompress.cli import main as cli
+from vqcompress.coding import pack, unpack
+from vqcompress.examples.digits import WEIGHTS as EXAMPLE
+
+METHOD_BITS = [("kmeans", 4), ("pq", 8), ("rq", 4), ("uniform", 4)]
+
+
+@pytest.fixture(scope="module")
+def weights():
+    r = np.random.default_rng(0)
+    return {"enc.weight": r.normal(size=(200, 48)).astype(np.float32),
+            "enc.bias": r.normal(size=200).astype(np.float32),
+            "half.weight": r.normal(size=(64, 40)).astype(np.float16),
+            "position_ids": np.arange(12, dtype=np.int64)[None, :]}
+
+
+def _entries(path):
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        head = json.loads(f.read(n))
+    head.pop("__metadata__")
+    return head
+
+
+@pytest.mark.parametrize("method, bits", METHOD_BITS)
+def test_file_round_trip_is_bit_exact(tmp_path, weights, method, bits):
+    model = vq.compress(weights, method=method, bits=bits)
+    path = tmp_path / "m.vqz"
+    size = model.save(path)
+    assert size == os.path.getsize(path)
+    back = vq.load(path)
+    a, b = model.decompress(), back.decompress()
+    for name in weights:
+        assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name]), name
+    # uncompressed tensors come back bit for bit, in their dtype
+    for name in ("enc.bias", "position_ids"):
+        assert b[name].dtype == weights[name].dtype and np.array_equal(b[name], weights[name])
+    assert b["half.weight"].dtype == np.float16
+    for name, t in model.tensors.items():
+        if t.method != "raw":
+            np.testing.assert_array_equal(back[name].codes, t.codes)
+            np.testing.assert_array_equal(back[name].quantizer.decode(t.codes),
+                                          t.quantizer.decode(t.codes))
+
+
+def test_file_is_valid_safetensors(tmp_path, weights):
+    from safetensors.numpy import load_file
+    path = tmp_path / "m.vqz"
+    vq.compress(weights, method="pq", bits=6).save(path)
+    names = set(load_file(str(path)))
+    assert {"enc.weight/codes", "enc.weight/codebook", "enc.bias/raw",
+            "position_ids/raw"} <= names
+
+
+@pytest.mark.parametrize("method, bits", METHOD_BITS)
+def test_accounted_sizes_match_the_file(tmp_path, weights, method, bits):
+    model = vq.compress(weights, method=method, bits=bits)
+    path = tmp_path / "m.vqz"
+    model.save(path)
+    entries = _entries(path)
+    for name, t in model.tensors.items():
+        stored = sum(e["data_offsets"][1] - e["data_offsets"][0]
+                     for k, e in entries.items() if k.startswith(name + "/"))
+        assert stored == t.nbytes
+        if t.method != "raw":  # the quantizer's own accounting is the file's
+            assert t.quantizer.nbytes_breakdown()["total"] == stored
+    rep = model.report()
+    attributed = sum(r["bytes"] + r["header_bytes"] for r in rep["tensors"])
+    # only the 8-byte length, format/version keys, JSON punctuation and padding are shared
+    assert 0 <= rep["totals"]["file_bytes"] - attributed < 160
+    assert rep["totals"]["bits_per_weight"] == rep["totals"]["file_bytes"] * 8 / sum(
+        np.asarray(v).size for v in weights.values())
+
+
+def test_same_seed_same_bytes(tmp_path, weights):
+    for method, bits in METHOD_BITS:
+        a, b = tmp_path / f"a{method}.vqz", tmp_path / f"b{method}.vqz"
+        vq.compress(weights, method=method, bits=bits, random_state=3).save(a)
+        vq.compress(weights, method=method, bits=bits, random_state=3).save(b)
+        assert a.read_bytes() == b.read_bytes(), method
+
+
+def test_nan_names_the_tensor(weights):
+    bad = dict(weights)
+    bad["enc.weight"] = weights["enc.weight"].copy()
+    bad["enc.weight"][3, 4] = np.nan
+    with pytest.raises(InputError, match="enc.weight.*NaN"):
+        vq.compress(bad)
+
+
+def test_unprofitable_and_constant_tensors_stay_raw():
+    w = {"small": np.linspace(-1, 1, 400).astype(np.float16).reshape(20, 20),
+         "const": np.ones((40, 40), np.float32),
+         "mat": np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)}
+    with pytest.warns(UserWarning, match="'const'.*stored raw"):
+        model = vq.compress(w, method="kmeans", bits=8, min_elements=16)
+    # 400 one-byte codes + a 512-byte codebook outweigh 800 bytes of float16
+    assert model["small"].method == "raw"
+    assert model["const"].method == "raw"
+    assert model["mat"].method == "kmeans"
+    np.testing.assert_array_equal(model.decompress()["small"], w["small"])
+
+
+# --- corrupt files -----------------------------------------------------------------
+
+
+@pytest.fixture
+def vqz(tmp_path, weights):
+    path = tmp_path / "good.vqz"
+    vq.compress(weights, method="kmeans", bits=4).save(path)
+    return path
+
+
+def test_truncated_file(vqz, tmp_path):
+    data = vqz.read_bytes()
+    for cut in (0, 5, 8, 40, len(data) // 2, len(data) - 1):
+        p = tmp_path / f"cut{cut}.vqz"
+        p.write_bytes(data[:cut])
+        with pytest.raises(FormatError):
+            vq.load(p)
+
+
+def test_flipped_byte_fails_checksum(vqz, tmp_path):
+    data = bytearray(vqz.read_bytes())
+    data[-100] ^= 0x10
+    p = tmp_path / "flip.vqz"
+    p.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="checksum"):
+        vq.load(p)
+
+
+def test_absurd_shape_is_rejected_without_allocating(vqz, tmp_path):
+    data = vqz.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    head = json.loads(data[8:8 + n])
+    head["enc.bias/raw"]["shape"] = [10**12]
+    raw = json.dumps(head).encode()
+    p = tmp_path / "huge.vqz"
+    p.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+    with pytest.raises(FormatError, match="needs"):
+        vq.load(p)
+
+
+def test_header_length_beyond_file(vqz, tmp_path):
+    data = vqz.read_bytes()
+    p = tmp_path / "len.vqz"
+    p.write_bytes(struct.pack("<Q", 2**40) + data[8:])
+    with pytest.raises(FormatError, match="header claims"):
+        vq.load(p)
+
+
+def test_plain_safetensors_is_not_vqz(tmp_path, weights):
+    from vqcompress.io import save_weights
+    p = tmp_path / "plain.safetensors"
+    save_weights(p, {"a": weights["enc.bias"]})
+    with pytest.raises(FormatError, match="not a .vqz"):
+        vq.load(p)
+
+
+# --- readers ---------------------------------------------------------------------
+
+
+def test_readers_npy_npz_safetensors(tmp_path, weights):
+    from vqcompress.io import open_weights, save_weights
+    np.save(tmp_path / "w.npy", weights["enc.weight"])
+    np.savez(tmp_path / "w.npz", **weights)
+    save_weights(tmp_path / "w.safetensors", weights)
+    assert np.array_equal(open_weights(tmp_path / "w.npy")["w"], weights["enc.weight"])
+    for ext in ("npz", "safetensors"):
+        f = open_weights(tmp_path / f"w.{ext}")
+        assert set(f) == set(weights)
+        for k, v in weights.items():
+            assert f[k].dtype == v.dtype and np.array_equal(f[k], v)
+
+
+def test_bfloat16_safetensors(tmp_path):
+    from vqcompress import _safetensors as st
+    x = np.array([1.0, -2.5, 3.140625, 0.0], dtype=np.float32)
+    bits = (x.view(np.uint32) >> 16).astype(np.uint16)
+    p = tmp_path / "b.safetensors"
+    st.write(str(p), {"w": bits}, {})
+    data = p.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    head = data[8:8 + n].replace(b'"U16"', b'"BF16"')
+    p.write_bytes(struct.pack("<Q", len(head)) + head + data[8 + n:])
+    from vqcompress.io import open_weights
+    f = open_weights(p)
+    np.testing.assert_array_equal(f["w"], x)
+    assert f.source_dtype("w") == "bfloat16"
+
+
+def test_pickled_npz_is_refused(tmp_path):
+    p = tmp_path / "obj.npz"
+    np.savez(p, bad=np.array([{"a": 1}], dtype=object))
+    from vqcompress.io import open_weights
+    with pytest.raises(FormatError, match="pickle"):
+        open_weights(p)["bad"]
+
+
+def test_extension_must_match_content(tmp_path):
+    p = tmp_path / "fake.safetensors"
+    np.save(tmp_path / "x.npy", np.ones(3))
+    p.write_bytes((tmp_path / "x.npy").read_bytes())
+    with pytest.raises(FormatError, match="content is .npy"):
+        vq.compress(p)
+
+
+# --- bit packing ------------------------------------------------------------------
+
+
+@given(st.integers(1, 16), st.lists(st.integers(0, 2**16 - 1), max_size=300))
+def test_pack_unpack_round_trip(n_bits, values):
+    codes = np.array([v % (1 << n_bits) for v in values], dtype=np.uint16)
+    packed = pack(codes, n_bits)
+    assert packed.size == (len(values) * n_bits + 7) // 8
+    np.testing.assert_array_equal(unpack(packed, n_bits, len(values)), codes)
+
+
+def test_unpack_rejects_wrong_length():
+    with pytest.raises(FormatError):
+        unpack(np.zeros(3, np.uint8), 5, 10)
+
+
+# --- command line -----------------------------------------------------------------
+
+
+def test_cli_compress_inspect_decompress(tmp_path, capsys):
+    out = tmp_path / "digits.vqz"
+    assert cli(["compress", EXAMPLE, str(out), "--method", "kmeans", "--bits", "4", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["totals"]["file_bytes"] == os.path.getsize(out)
+    assert rep["totals"]["ratio"] > 5
+    assert cli(["inspect", str(out)]) == 0
+    assert "bits/weight" in capsys.readouterr().out
+    dense = tmp_path / "back.npz"
+    assert cli(["decompress", str(out), str(dense)]) == 0
+    from vqcompress.examples.digits import accuracy
+    with np.load(dense) as z:
+        assert accuracy({k: z[k] for k in z.files}) > 0.97
+
+
+def test_cli_refuses_existing_output_and_input_as_output(tmp_path, capsys):
+    out = tmp_path / "x.vqz"
+    out.write_bytes(b"keep me")
+    assert cli(["compress", EXAMPLE, str(out)]) == 2
+    assert out.read_bytes() == b"keep me"
+    assert "exists" in capsys.readouterr().err
+    src = tmp_path / "w.npz"
+    src.write_bytes(open(EXAMPLE, "rb").read())
+    assert cli(["compress", str(src), str(src), "--force"]) == 2
+    assert src.read_bytes() == open(EXAMPLE, "rb").read()
+
+
+def test_cli_reports_errors_cleanly(tmp_path, capsys):
+    bad = tmp_path / "bad.vqz"
+    bad.write_bytes(b"\x01\x00\x00\x00\x00\x00\x00\x00{")
+    assert cli(["inspect", str(bad)]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_interrupted_write_leaves_nothing(tmp_path, weights, monkeypatch):
+    from vqcompress import _safetensors as st
+    model = vq.compress(weights, method="kmeans", bits=3)
+    calls = {"n": 0}
+    real = os.fsync
+
+    def failing_fsync(fd):
+        calls["n"] += 1
+        raise OSError("disk full")
+
+    monkeypatch.setattr(st.os, "fsync", failing_fsync)
+    with pytest.raises(OSError):
+        model.save(tmp_path / "x.vqz")
+    monkeypatch.setattr(st.os, "fsync", real)
+    assert calls["n"] == 1 and list(tmp_path.iterdir()) == []

@@ -1,0 +1,162 @@
+"""vqcompress command line: compress, inspect, decompress."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import __version__
+from .errors import VQCompressError
+from .pipeline import METHODS, compress, load
+
+
+def _zstd_ratio(path: str) -> float | None:
+    """Original bytes / zstd (level 3) bytes of the input file: the baseline to beat."""
+    try:
+        import zstandard
+    except ImportError:
+        return None
+    with open(path, "rb") as f:
+        data = f.read()
+    return len(data) / len(zstandard.ZstdCompressor(level=3).compress(data))
+
+
+def _table(report: dict) -> str:
+    lines = [f"{'tensor':<48} {'shape':>14} {'method':>7} {'bits/w':>7} {'bytes':>10} {'SQNR dB':>8}"]
+    for r in report["tensors"]:
+        shape = "x".join(str(s) for s in r["shape"]) or "scalar"
+        sq = "" if r["sqnr_db"] is None else f"{r['sqnr_db']:.2f}"
+        lines.append(f"{r['name'][:48]:<48} {shape:>14} {r['method']:>7} "
+                     f"{r['bits_per_weight']:>7.3f} {r['bytes'] + r['header_bytes']:>10} {sq:>8}")
+    t = report["totals"]
+    lines.append("")
+    lines.append(f"weights: {t['weights']:,} in {t['tensors']} tensors")
+    if t.get("source_bytes"):
+        lines.append(f"input:   {t['source_bytes']:,} bytes")
+    if t.get("file_bytes"):
+        lines.append(f"output:  {t['file_bytes']:,} bytes, {t['bits_per_weight']:.3f} bits/weight "
+                     "(every byte of the file)")
+    if t.get("ratio"):
+        lines.append(f"ratio:   {t['ratio']:.2f}x")
+    if t.get("zstd_ratio"):
+        lines.append(f"zstd -3 on the input: {t['zstd_ratio']:.2f}x (baseline)")
+    return "\n".join(lines)
+
+
+def _progress(total: int, enabled: bool):
+    """A tqdm bar weighted by tensor size, or nothing."""
+    if not enabled:
+        return None, lambda: None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None, lambda: None
+    bar = tqdm(total=total, unit="w", unit_scale=True, file=sys.stderr, leave=False)
+    state = {"last": 0}
+
+    def step(name, n):
+        bar.update(state["last"])
+        state["last"] = n
+        bar.set_postfix_str(name[-40:])
+
+    return step, bar.close
+
+
+def cmd_compress(args) -> int:
+    if os.path.abspath(args.input) == os.path.abspath(args.output):
+        raise VQCompressError("output must not be the input file")
+    if os.path.exists(args.output) and not args.force:
+        raise VQCompressError(f"{args.output}: exists; pass --force to overwrite")
+    from .io import open_weights
+    total = sum(int(a.size) for a in open_weights(args.input).values()) if not args.json else 0
+    step, close = _progress(total, not args.json and sys.stderr.isatty())
+    try:
+        model = compress(args.input, method=args.method, bits=args.bits,
+                         block_size=args.block_size, stages=args.stages, beam_size=args.beam,
+                         group_size=_group(args.group_size), codebook_dtype=args.codebook_dtype,
+                         min_elements=args.min_elements, random_state=args.seed, progress=step)
+    finally:
+        close()
+    model.save(args.output, force=args.force)
+    report = model.report()
+    report["totals"]["zstd_ratio"] = _zstd_ratio(args.input)
+    report["totals"]["output"] = args.output
+    print(json.dumps(report, indent=1) if args.json else _table(report))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    model = load(args.file)
+    report = model.report()
+    print(json.dumps(report, indent=1) if args.json else _table(report))
+    return 0
+
+
+def cmd_decompress(args) -> int:
+    from .io import save_weights
+    model = load(args.input)
+    n = save_weights(args.output, model.decompress(), force=args.force)
+    print(f"wrote {args.output}: {len(model)} tensors, {n:,} bytes")
+    return 0
+
+
+def _group(value: str):
+    return value if value in ("tensor", "channel") else int(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vqcompress", description="Vector-quantization "
+                                "compression of neural-network weights.")
+    p.add_argument("--version", action="version", version=f"vqcompress {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compress", help="compress a .npz/.npy/.safetensors weight file to .vqz")
+    c.add_argument("input", help="weight file: .npz, .npy or .safetensors")
+    c.add_argument("output", help="the .vqz file to write")
+    c.add_argument("--method", choices=METHODS, default="kmeans",
+                   help="kmeans: scalar weight sharing; pq: product quantization; rq: "
+                        "residual quantization; uniform: affine baseline (default kmeans)")
+    c.add_argument("--bits", type=int, default=4,
+                   help="bits per code: per weight for kmeans/uniform, per block for pq, "
+                        "per block and stage for rq (default 4)")
+    c.add_argument("--block-size", type=int, default=8, help="pq/rq block length (default 8)")
+    c.add_argument("--stages", type=int, default=2, help="rq stages (default 2)")
+    c.add_argument("--beam", type=int, default=8, help="rq beam size (default 8)")
+    c.add_argument("--group-size", default="channel",
+                   help="uniform: 'tensor', 'channel' or an integer group length")
+    c.add_argument("--codebook-dtype", choices=("float16", "float32"), default="float16")
+    c.add_argument("--min-elements", type=int, default=1024,
+                   help="tensors smaller than this are stored raw (default 1024)")
+    c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.add_argument("--force", action="store_true", help="overwrite an existing output")
+    c.set_defaults(func=cmd_compress)
+
+    i = sub.add_parser("inspect", help="validate a .vqz file and show its tensors and sizes")
+    i.add_argument("file")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_inspect)
+
+    d = sub.add_parser("decompress", help="write a .vqz file back as dense .safetensors/.npz")
+    d.add_argument("input")
+    d.add_argument("output")
+    d.add_argument("--force", action="store_true")
+    d.set_defaults(func=cmd_decompress)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except VQCompressError as exc:
+        print(f"vqcompress: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"vqcompress: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,4 @@
+"""Turning code arrays into bytes and back: fixed-width bit packing (entropy coding later)."""
+from .bitpack import code_dtype, pack, packed_bytes, unpack
+
+__all__ = ["pack", "unpack", "code_dtype", "packed_bytes"]

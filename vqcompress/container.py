@@ -1,0 +1,143 @@
+"""The .vqz container: a valid safetensors file holding every tensor's parts.
+
+Parts are named ``<tensor>/<part>``: ``codes`` (bit-packed uint8 stream), ``codebook``,
+``scales``, ``zero_points`` (bit-packed), or ``raw`` for tensors kept as they were.
+``__metadata__`` holds ``format`` ("vqz"), ``version`` and, as one JSON string under
+``vqz``, each tensor's method, quantizer parameters and learned scalars, shape, source
+dtype and the CRC-32 of each part.  The reader checks every length, shape, dtype, code
+range and checksum before any kernel sees the data.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zlib
+
+import numpy as np
+
+from . import _safetensors as st
+from .coding import pack, unpack
+from .coding.bitpack import code_dtype
+from .errors import FormatError, VQCompressError
+from .quantizers import KMeansQuantizer, ProductQuantizer, ResidualQuantizer, UniformQuantizer
+
+FORMAT = "vqz"
+VERSION = "1"
+QUANTIZERS = {"kmeans": KMeansQuantizer, "pq": ProductQuantizer, "rq": ResidualQuantizer,
+              "uniform": UniformQuantizer}
+
+
+def crc32(arr: np.ndarray) -> str:
+    return f"{zlib.crc32(np.ascontiguousarray(arr).tobytes()) & 0xFFFFFFFF:08x}"
+
+
+def tensor_parts(t) -> dict:
+    """{part: ndarray} exactly as written for CompressedTensor ``t``."""
+    if t.method == "raw":
+        return {"raw": t.raw}
+    _, arrays = t.quantizer.to_parts()
+    return {"codes": pack(t.codes, t.quantizer.n_bits), **arrays}
+
+
+def tensor_record(t, parts: dict) -> dict:
+    """The JSON record of one tensor in the file's metadata."""
+    rec = {"method": t.method, "shape": list(t.shape), "dtype": t.dtype,
+           "parts": {k: crc32(v) for k, v in parts.items()}}
+    if t.method != "raw":
+        meta, _ = t.quantizer.to_parts()
+        rec["params"] = t.quantizer.get_params()
+        rec["state"] = meta
+    if t.info.get("sqnr_db") is not None:
+        rec["sqnr_db"] = t.info["sqnr_db"]
+    return rec
+
+
+def write(path: str, tensors: dict, *, force: bool = False) -> int:
+    """Write {name: CompressedTensor} to ``path`` atomically; returns the file size."""
+    arrays, records = {}, {}
+    for name, t in tensors.items():
+        parts = tensor_parts(t)
+        for k, v in parts.items():
+            arrays[f"{name}/{k}"] = v
+        records[name] = tensor_record(t, parts)
+    meta = {"format": FORMAT, "version": VERSION, FORMAT: json.dumps(records, separators=(",", ":"))}
+    return st.write(path, arrays, meta, force=force)
+
+
+def header_share(name: str, t, parts: dict) -> int:
+    """Bytes of the file header attributable to one tensor: its part entries and its
+    metadata record (as serialised; the shared prefix and padding are not attributed)."""
+    entries = {f"{name}/{k}": {"dtype": st.CODES[np.dtype(v.dtype)], "shape": list(v.shape),
+                               "data_offsets": [0, v.nbytes]} for k, v in parts.items()}
+    record = json.dumps({name: tensor_record(t, parts)}, separators=(",", ":"))
+    # the record sits inside a JSON string: its quotes are escaped, one extra byte each
+    return len(json.dumps(entries, separators=(",", ":"))) + len(record) + record.count('"')
+
+
+def read(path: str) -> dict:
+    """Read and validate a .vqz file; returns {name: CompressedTensor}."""
+    from .pipeline import CompressedTensor
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        entries, meta, data_start = st.read_header(f, size, what=path)
+        if meta.get("format") != FORMAT:
+            raise FormatError(f"{path}: not a .vqz file (metadata format is "
+                              f"{meta.get('format')!r})")
+        if meta.get("version") != VERSION:
+            raise FormatError(f"{path}: .vqz version {meta.get('version')!r} is not supported "
+                              f"(this reader knows version {VERSION})")
+        try:
+            records = json.loads(meta.get(FORMAT, ""))
+            assert isinstance(records, dict)
+        except (json.JSONDecodeError, AssertionError):
+            raise FormatError(f"{path}: tensor records are not a JSON object") from None
+        claimed = {f"{n}/{p}" for n, r in records.items()
+                   for p in (r.get("parts", {}) if isinstance(r, dict) else {})}
+        if claimed != set(entries):
+            raise FormatError(f"{path}: stored parts do not match the tensor records")
+        out = {}
+        for name, rec in records.items():
+            try:
+                out[name] = _read_tensor(f, name, rec, entries, data_start, CompressedTensor)
+            except VQCompressError as exc:
+                if isinstance(exc, FormatError) and str(exc).startswith(path):
+                    raise
+                raise FormatError(f"{path}: tensor {name!r}: {exc}") from None
+            except (KeyError, TypeError, ValueError) as exc:
+                raise FormatError(f"{path}: tensor {name!r}: malformed record ({exc})") from None
+    return out
+
+
+def _read_tensor(f, name, rec, entries, data_start, CompressedTensor):
+    method = rec["method"]
+    shape = tuple(rec["shape"])
+    if not all(isinstance(s, int) and s >= 0 for s in shape):
+        raise FormatError(f"invalid shape {rec['shape']!r}")
+    parts = {}
+    for part, crc in rec["parts"].items():
+        arr = st.read_array(f, entries[f"{name}/{part}"], data_start)
+        if crc32(arr) != crc:
+            raise FormatError(f"checksum mismatch in part {part!r}")
+        parts[part] = arr
+    if method == "raw":
+        raw = parts["raw"]
+        if raw.shape != shape:
+            raise FormatError(f"raw part has shape {raw.shape}, record says {shape}")
+        return CompressedTensor(name, shape, rec["dtype"], "raw", raw=raw)
+    if method not in QUANTIZERS:
+        raise FormatError(f"unknown method {method!r}")
+    cls = QUANTIZERS[method]
+    params = rec["params"]
+    n_bits = params.get("n_bits") if isinstance(params, dict) else None
+    if not isinstance(n_bits, int) or not 1 <= n_bits <= 16:
+        raise FormatError(f"n_bits {n_bits!r} out of range")
+    arrays = {k: v for k, v in parts.items() if k != "codes"}
+    q = cls.from_parts(params, rec["state"], arrays)
+    if tuple(q.shape_) != shape or int(np.prod(shape)) != q.n_weights_:
+        raise FormatError(f"quantizer state shape {q.shape_} does not match {shape}")
+    code_shape = q.code_shape()
+    codes = unpack(parts["codes"], n_bits, int(np.prod(code_shape))).reshape(code_shape)
+    assert codes.dtype == code_dtype(n_bits)
+    info = {"sqnr_db": rec["sqnr_db"]} if isinstance(rec.get("sqnr_db"), (int, float)) else {}
+    return CompressedTensor(name, shape, rec["dtype"], method, quantizer=q, codes=codes, info=info)

@@ -1,0 +1,1 @@
+"""Bundled examples: a small MLP trained on scikit-learn's digits (``digits``)."""

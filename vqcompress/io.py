@@ -1,0 +1,115 @@
+"""Weight files in: .npy, .npz (never with pickle) and .safetensors (F16, BF16, F32, F64).
+
+``open_weights`` returns a read-only mapping that loads one tensor at a time, so large
+files are never held in memory whole.  The file's real format is checked against its
+extension by its first bytes.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Mapping
+
+import numpy as np
+
+from . import _safetensors as st
+from ._safetensors import write as _write_safetensors
+from .errors import FormatError, InputError
+
+FORMATS = (".npy", ".npz", ".safetensors")
+
+
+def sniff(path: str) -> str:
+    """The format of ``path`` by its first bytes, checked against its extension."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in FORMATS + (".vqz",):
+        raise InputError(f"{path}: unknown extension {ext!r}; expected one of {FORMATS}")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+    actual = ".npy" if head.startswith(b"\x93NUMPY") else ".npz" if head.startswith(b"PK") \
+        else ".safetensors" if len(head) == 8 else None
+    if ext == ".vqz" and actual == ".safetensors":
+        return ".vqz"
+    if actual != ext:
+        raise FormatError(f"{path}: the extension says {ext} but the content is "
+                          f"{actual or 'unrecognised'}")
+    return ext
+
+
+class WeightsFile(Mapping):
+    """Read-only {name: ndarray} view of a weight file; tensors load on access."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.format = sniff(path)
+        self.size = os.path.getsize(path)
+        if self.format == ".npy":
+            self._names = [os.path.splitext(os.path.basename(path))[0]]
+        elif self.format == ".npz":
+            try:
+                with zipfile.ZipFile(path) as z:
+                    self._names = [n[:-4] for n in z.namelist() if n.endswith(".npy")]
+            except zipfile.BadZipFile as exc:
+                raise FormatError(f"{path}: not a readable .npz ({exc})") from None
+        else:
+            with open(path, "rb") as f:
+                self._entries, self.metadata, self._data_start = st.read_header(
+                    f, self.size, what=path)
+            self._names = list(self._entries)
+        if len(set(self._names)) != len(self._names):
+            raise FormatError(f"{path}: duplicate tensor names")
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._names:
+            raise KeyError(name)
+        try:
+            if self.format == ".npy":
+                return np.load(self.path, mmap_mode="r", allow_pickle=False)
+            if self.format == ".npz":
+                with np.load(self.path, allow_pickle=False) as z:
+                    return z[name]
+        except ValueError as exc:  # pickled object arrays and malformed members
+            raise FormatError(f"{self.path}: tensor {name!r} cannot be read without pickle "
+                              f"or is malformed ({exc})") from None
+        with open(self.path, "rb") as f:
+            return st.read_array(f, self._entries[name], self._data_start)
+
+    def source_dtype(self, name: str) -> str:
+        """The dtype as stored in the file ('bfloat16' for BF16, which reads as float32)."""
+        if self.format == ".safetensors" and self._entries[name].dtype == "BF16":
+            return "bfloat16"
+        return str(self[name].dtype)
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self):
+        return len(self._names)
+
+
+def open_weights(path: str) -> WeightsFile:
+    """Open a .npy, .npz or .safetensors weight file for lazy, per-tensor reading."""
+    return WeightsFile(os.fspath(path))
+
+
+def save_weights(path: str, arrays: dict, *, force: bool = False) -> int:
+    """Write {name: ndarray} as .safetensors or .npz (atomically); returns the size."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".safetensors":
+        return _write_safetensors(path, arrays, {}, force=force)
+    if ext != ".npz":
+        raise InputError(f"{path}: can write .safetensors or .npz, not {ext!r}")
+    if os.path.exists(path) and not force:
+        raise InputError(f"{path}: exists; pass force=True (--force) to overwrite")
+    tmp = path + ".tmp.npz"
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return os.path.getsize(path)

@@ -1,0 +1,200 @@
+"""compress(): weight file in, CompressedModel out; CompressedModel.save() writes a .vqz.
+
+Per tensor: float tensors of rank >= 2 with at least ``min_elements`` weights are
+quantized; everything else (biases, norms, integer buffers) is stored raw and round-trips
+bit for bit, as does any tensor whose compressed form would not be smaller or that has
+fewer distinct values than its codebook has entries (with a warning).  NaN or infinite
+weights stop the run with an error naming the tensor, before anything is written.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import container
+from .errors import InputError, TooFewValuesError, VQCompressError
+from .io import open_weights
+
+METHODS = tuple(container.QUANTIZERS)
+
+
+@dataclass(repr=False)
+class CompressedTensor:
+    """One tensor as stored: raw, or a fitted quantizer plus its (unpacked) codes."""
+
+    name: str
+    shape: tuple
+    dtype: str                   # dtype in the source file ('bfloat16' included)
+    method: str                  # 'raw' or one of METHODS
+    quantizer: object = None
+    codes: np.ndarray | None = None
+    raw: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of this tensor's parts in the file (header share not included)."""
+        return sum(int(v.nbytes) for v in container.tensor_parts(self).values())
+
+    @property
+    def bits_per_weight(self) -> float:
+        return self.nbytes * 8 / max(self.size, 1)
+
+    def decompress(self) -> np.ndarray:
+        """The dense tensor: raw tensors bit for bit in their dtype; quantized ones as
+        float32 (float16 / float64 sources are returned in their own dtype)."""
+        if self.method == "raw":
+            return self.raw
+        dense = self.quantizer.decode(self.codes).reshape(self.shape)
+        if self.dtype in ("float16", "float64"):
+            return dense.astype(self.dtype)
+        return dense
+
+    def __repr__(self):
+        return (f"CompressedTensor({self.name!r}, shape={self.shape}, method={self.method!r}, "
+                f"{self.bits_per_weight:.3f} bits/weight, {self.nbytes} bytes)")
+
+
+class CompressedModel:
+    """{name: CompressedTensor}, with save/decompress/report."""
+
+    def __init__(self, tensors: dict, *, source_bytes: int | None = None,
+                 path: str | None = None):
+        self.tensors = dict(tensors)
+        self.source_bytes = source_bytes
+        self.path = path
+        self.file_bytes = os.path.getsize(path) if path else None
+
+    def __getitem__(self, name) -> CompressedTensor:
+        return self.tensors[name]
+
+    def __iter__(self):
+        return iter(self.tensors)
+
+    def __len__(self):
+        return len(self.tensors)
+
+    def save(self, path: str, *, force: bool = False) -> int:
+        """Write the .vqz file atomically; returns (and remembers) its size in bytes."""
+        self.file_bytes = container.write(os.fspath(path), self.tensors, force=force)
+        self.path = os.fspath(path)
+        return self.file_bytes
+
+    def decompress(self) -> dict:
+        """{name: dense ndarray} for every tensor."""
+        return {n: t.decompress() for n, t in self.tensors.items()}
+
+    def report(self) -> dict:
+        """Per-tensor rows and file totals.  Totals come from the real file when the model
+        was saved or loaded; bits per weight there counts every byte of the file."""
+        rows = []
+        for n, t in self.tensors.items():
+            parts = container.tensor_parts(t)
+            head = container.header_share(n, t, parts)
+            nbytes = sum(int(v.nbytes) for v in parts.values())
+            rows.append({"name": n, "shape": list(t.shape), "method": t.method,
+                         "bits": getattr(t.quantizer, "n_bits", None),
+                         "bytes": nbytes, "header_bytes": head,
+                         "bits_per_weight": (nbytes + head) * 8 / max(t.size, 1),
+                         "sqnr_db": t.info.get("sqnr_db")})
+        n_weights = sum(t.size for t in self.tensors.values())
+        totals = {"tensors": len(rows), "weights": n_weights,
+                  "source_bytes": self.source_bytes, "file_bytes": self.file_bytes}
+        if self.file_bytes:
+            totals["bits_per_weight"] = self.file_bytes * 8 / max(n_weights, 1)
+            if self.source_bytes:
+                totals["ratio"] = self.source_bytes / self.file_bytes
+        return {"tensors": rows, "totals": totals}
+
+    def __repr__(self):
+        size = f"{self.file_bytes} bytes" if self.file_bytes else "not saved"
+        return f"CompressedModel({len(self)} tensors, {size})"
+
+
+def load(path: str) -> CompressedModel:
+    """Read and validate a .vqz file."""
+    path = os.fspath(path)
+    return CompressedModel(container.read(path), path=path)
+
+
+def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_size: int = 8,
+             stages: int = 2, beam_size: int = 8, group_size="channel",
+             codebook_dtype: str = "float16", min_elements: int = 1024,
+             random_state: int | None = 0, progress=None) -> CompressedModel:
+    """Compress every eligible tensor of a weight file or {name: array} mapping.
+
+    Parameters
+    ----------
+    weights_or_path : str, os.PathLike or mapping of name -> ndarray
+    method : {'kmeans', 'pq', 'rq', 'uniform'}
+    bits : int, bits per code (per weight for kmeans/uniform; per block for pq; per block
+        and stage for rq)
+    block_size, stages, beam_size : pq / rq settings
+    group_size : uniform grouping ('tensor', 'channel' or an int)
+    codebook_dtype : {'float16', 'float32'} storage of codebooks
+    min_elements : smaller tensors are stored raw
+    random_state : seed; the same input and seed give the same file
+    progress : callable(name, n_weights) called before each tensor, or None
+    """
+    if method not in METHODS:
+        raise InputError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if isinstance(weights_or_path, (str, os.PathLike)):
+        src = open_weights(weights_or_path)
+        source_bytes = src.size
+        dtype_of = src.source_dtype
+    else:
+        src = weights_or_path
+        source_bytes = sum(np.asarray(v).nbytes for v in src.values())
+        dtype_of = lambda n: str(np.asarray(src[n]).dtype)  # noqa: E731
+    out = {}
+    for name in src:
+        arr = np.asarray(src[name])
+        if progress:
+            progress(name, arr.size)
+        t = _compress_one(name, arr, dtype_of(name), method, bits, block_size, stages,
+                          beam_size, group_size, codebook_dtype, min_elements, random_state)
+        out[name] = t
+    return CompressedModel(out, source_bytes=source_bytes)
+
+
+def _quantizer(method, bits, block_size, stages, beam_size, group_size, codebook_dtype, seed):
+    q = container.QUANTIZERS[method]
+    if method == "kmeans":
+        return q(n_bits=bits, codebook_dtype=codebook_dtype)
+    if method == "pq":
+        return q(block_size=block_size, n_bits=bits, codebook_dtype=codebook_dtype,
+                 random_state=seed)
+    if method == "rq":
+        return q(block_size=block_size, n_bits=bits, n_stages=stages, beam_size=beam_size,
+                 codebook_dtype=codebook_dtype, random_state=seed)
+    return q(n_bits=bits, group_size=group_size)
+
+
+def _compress_one(name, arr, src_dtype, method, bits, block_size, stages, beam_size,
+                  group_size, codebook_dtype, min_elements, seed) -> CompressedTensor:
+    shape = tuple(arr.shape)
+    raw = CompressedTensor(name, shape, src_dtype, "raw", raw=np.ascontiguousarray(arr))
+    if arr.dtype.kind != "f" or arr.ndim < 2 or arr.size < min_elements:
+        return raw
+    W = arr.astype(np.float32)
+    q = _quantizer(method, bits, block_size, stages, beam_size, group_size, codebook_dtype, seed)
+    try:
+        codes = q.fit_encode(W)
+    except TooFewValuesError as exc:
+        warnings.warn(f"tensor {name!r}: {exc}; stored raw", stacklevel=3)
+        return raw
+    except VQCompressError as exc:
+        raise type(exc)(f"tensor {name!r}: {exc}") from None
+    t = CompressedTensor(name, shape, src_dtype, method, quantizer=q, codes=codes)
+    dense = t.decompress().astype(np.float64)
+    err = float(np.sum((dense - W) ** 2))
+    signal = float(np.sum(W.astype(np.float64) ** 2))
+    t.info["sqnr_db"] = round(10 * np.log10(signal / err), 3) if err > 0 and signal > 0 else None
+    return t if t.nbytes < raw.nbytes else raw
