@@ -44,9 +44,9 @@ def main():
         return km.centroids
 
     runs = [
-        ("vqcompress kmeans (init=random)", lambda: vq.kmeans(X, k, init="random", max_iter=it, tol=0, random_state=0).centers, 3),
-        ("vqcompress kmeans (init=kmeans++)", lambda: vq.kmeans(X, k, init="kmeans++", max_iter=it, tol=0, random_state=0).centers, 3),
-        ("faiss.Kmeans (random init)", faiss_run, 3),
+        ("vqcompress kmeans (init=random)", lambda: vq.kmeans(X, k, init="random", max_iter=it, tol=0, random_state=0).centers, 5),
+        ("vqcompress kmeans (init=kmeans++)", lambda: vq.kmeans(X, k, init="kmeans++", max_iter=it, tol=0, random_state=0).centers, 5),
+        ("faiss.Kmeans (random init)", faiss_run, 5),
         ("sklearn KMeans (random init, lloyd)", lambda: KMeans(
             k, init="random", n_init=1, max_iter=it, tol=0, algorithm="lloyd",
             random_state=0).fit(X).cluster_centers_, 1),

@@ -28,7 +28,7 @@ def inertia(x, centers):
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=1_000_000)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     header(f"Scalar weight sharing, {args.n:,} Laplace float32 weights")
     x = np.random.default_rng(0).laplace(size=args.n).astype(np.float32)
