@@ -53,7 +53,7 @@ def test_kmeans_plusplus_matches_naive(rng):
     w = rng.random(300) + 0.1
     uniforms = rng.random((12, 4))
     idx = np.empty(12, dtype=np.int64)
-    kmeans_plusplus(X, w, uniforms, idx)
+    kmeans_plusplus(np.ascontiguousarray(X.T, dtype=np.float64), w, uniforms, idx)
     np.testing.assert_array_equal(idx, naive.kmeans_plusplus(X, w, uniforms))
 
 

@@ -311,7 +311,7 @@ def _init_centers(X, w, k, init, rng) -> np.ndarray:
     n_trials = 2 + int(np.log(k))
     uniforms = rng.random((k, n_trials))
     idx = np.empty(k, dtype=np.int64)
-    kmeans_plusplus(X, w, uniforms, idx)
+    kmeans_plusplus(np.ascontiguousarray(X.T, dtype=np.float64), w, uniforms, idx)
     return X[idx].astype(np.float64)
 
 

@@ -13,55 +13,73 @@ def _pick(cum, r):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True)
-def _sq_dist_to(X, row, out):  # pragma: no cover - compiled
-    """out[i] = ||X[i] - X[row]||^2 in float64.  X : (n, d); out : (n,) float64."""
-    n, d = X.shape
-    n_chunks = (n + CHUNK - 1) // CHUNK
+def _trials(Xt, w, rows, closest, out, partial):  # pragma: no cover - compiled
+    """For each candidate t: out[t, i] = min(closest[i], ||x_i - x_rows[t]||^2), and
+    returns pot[t] = sum_i w[i] * out[t, i].
+
+    Xt : (d, n) float64, the data transposed so the inner loop runs over points
+    (vectorised).  All candidates go in one parallel pass; sums go per fixed-size chunk
+    (partial : (n_trials, n_chunks)) then in chunk order, independent of the thread count.
+    """
+    d, n = Xt.shape
+    n_trials = rows.shape[0]
+    n_chunks = partial.shape[1]
     for c in prange(n_chunks):
-        for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
-            s = 0.0
+        lo = c * CHUNK
+        hi = min(n, lo + CHUNK)
+        buf = np.empty(hi - lo)
+        for t in range(n_trials):
+            r = rows[t]
+            buf[:] = 0.0
             for j in range(d):
-                diff = np.float64(X[i, j]) - np.float64(X[row, j])
-                s += diff * diff
-            out[i] = s
+                xr = Xt[j, r]
+                for i in range(lo, hi):
+                    e = Xt[j, i] - xr
+                    buf[i - lo] += e * e
+            acc = 0.0
+            for i in range(lo, hi):
+                v = min(buf[i - lo], closest[i])
+                out[t, i] = v
+                acc += w[i] * v
+            partial[t, c] = acc
+    pots = np.empty(n_trials)
+    for t in range(n_trials):
+        pots[t] = partial[t].sum()
+    return pots
 
 
 @njit(cache=True)
-def kmeans_plusplus(X, w, uniforms, centers_idx):  # pragma: no cover - compiled
+def kmeans_plusplus(Xt, w, uniforms, centers_idx):  # pragma: no cover - compiled
     """Greedy weighted k-means++ (Arthur & Vassilvitskii; local trials as in scikit-learn).
 
-    X : (n, d); w : (n,) float64 sample weights.
+    Xt : (d, n) float64, the data transposed; w : (n,) float64 sample weights.
     uniforms : (k, n_trials) float64 in [0, 1): row 0, column 0 picks the first center,
         row c >= 1 draws the candidates for center c.
-    centers_idx : (k,) int64 output, row indices of X chosen as centers.
+    centers_idx : (k,) int64 output, indices of the points chosen as centers.
     """
-    n = X.shape[0]
+    n = Xt.shape[1]
     k, n_trials = uniforms.shape
+    partial = np.empty((n_trials, (n + CHUNK - 1) // CHUNK))
+    cand_d = np.empty((n_trials, n))
+    rows = np.empty(n_trials, dtype=np.int64)
+    closest = np.full(n, np.inf)
     cum = np.cumsum(w)
-    first = _pick(cum, uniforms[0, 0] * cum[-1])
-    centers_idx[0] = first
-    closest = np.empty(n)
-    _sq_dist_to(X, first, closest)
-    cand_d = np.empty(n)
-    best_d = np.empty(n)
+    rows[0] = _pick(cum, uniforms[0, 0] * cum[-1])
+    centers_idx[0] = rows[0]
+    _trials(Xt, w, rows[:1], closest, cand_d[:1], partial[:1])
+    closest[:] = cand_d[0]
     for c in range(1, k):
         cum = np.cumsum(w * closest)
         pot = cum[-1]
-        best_pot = np.inf
-        best_idx = -1
         for t in range(n_trials):
             if pot > 0:
-                cand = _pick(cum, uniforms[c, t] * pot)
+                rows[t] = _pick(cum, uniforms[c, t] * pot)
             else:  # every point already coincides with a center: any point will do
-                cand = _pick(np.cumsum(w), uniforms[c, t] * np.sum(w))
-            _sq_dist_to(X, cand, cand_d)
-            new_pot = 0.0
-            for i in range(n):
-                cand_d[i] = min(cand_d[i], closest[i])
-                new_pot += w[i] * cand_d[i]
-            if new_pot < best_pot:
-                best_pot = new_pot
-                best_idx = cand
-                best_d[:] = cand_d
-        centers_idx[c] = best_idx
-        closest[:] = best_d
+                rows[t] = _pick(np.cumsum(w), uniforms[c, t] * np.sum(w))
+        pots = _trials(Xt, w, rows, closest, cand_d, partial)
+        best = 0
+        for t in range(1, n_trials):
+            if pots[t] < pots[best]:
+                best = t
+        centers_idx[c] = rows[best]
+        closest[:] = cand_d[best]
