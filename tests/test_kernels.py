@@ -83,18 +83,24 @@ def test_sorted_lloyd_reseeds_empty_clusters(rng):
     assert (c < 50).sum() == 2 and (c > 50).sum() == 2
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_optimal_1d_matches_brute_force(seed):
-    r = np.random.default_rng(seed)
-    n, k = 8, int(r.integers(1, 4))
-    x = np.round(r.laplace(size=n), 1)
-    w = r.integers(1, 4, size=n).astype(np.float64)
+def _layered_dp_cost(x, w, k):
+    """Run the layered DP kernel directly; returns (cost, cuts, number of distinct values)."""
     data = _sorted_distinct(x, w, k)
     m = data.xs.shape[0]
     order, level_ptr, left, right = dc_tree(m)
     opt = np.empty((k, m + 1), dtype=np.int32)
     cuts = np.empty(k + 1, dtype=np.int64)
     cost = optimal_1d(data.W, data.A, data.B, order, level_ptr, left, right, opt, cuts)
+    return cost, cuts, m
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_optimal_1d_matches_brute_force(seed):
+    r = np.random.default_rng(seed)
+    n, k = 8, int(r.integers(1, 4))
+    x = np.round(r.laplace(size=n), 1)
+    w = r.integers(1, 4, size=n).astype(np.float64)
+    cost, _, _ = _layered_dp_cost(x, w, k)
     assert cost == pytest.approx(naive.optimal_1d_brute(x, w, k), rel=1e-9, abs=1e-12)
 
 
@@ -102,12 +108,7 @@ def test_optimal_1d_matches_brute_force(seed):
 def test_optimal_1d_matches_textbook_dp(rng, k):
     x = rng.normal(size=120) ** 3
     w = rng.random(120) + 0.5
-    data = _sorted_distinct(x, w, k)
-    m = data.xs.shape[0]
-    order, level_ptr, left, right = dc_tree(m)
-    opt = np.empty((k, m + 1), dtype=np.int32)
-    cuts = np.empty(k + 1, dtype=np.int64)
-    cost = optimal_1d(data.W, data.A, data.B, order, level_ptr, left, right, opt, cuts)
+    cost, cuts, m = _layered_dp_cost(x, w, k)
     assert cost == pytest.approx(naive.optimal_1d_dp(x, w, k), rel=1e-9, abs=1e-12)
     assert (np.diff(cuts) > 0).all() and cuts[0] == 0 and cuts[-1] == m
 

@@ -52,6 +52,26 @@ class BaseQuantizer(BaseEstimator):
     def _check_n_bits(self, high: int = 16) -> int:
         return check_int(self.n_bits, name="n_bits", low=1, high=high)
 
+    def _check_vector_params(self) -> tuple[int, int, int, np.dtype]:
+        """(n_bits, block_size, max_iter, codebook dtype) of a block quantizer, validated."""
+        from ..cluster import INITS
+
+        check_choice(self.init, name="init", choices=INITS)
+        return (self._check_n_bits(), check_int(self.block_size, name="block_size", low=1),
+                check_int(self.max_iter, name="max_iter", low=1), self._check_codebook_dtype())
+
+    def _train_codebook(self, X, k, max_iter, rng, *, sample=True) -> np.ndarray:
+        """k centers (k, d) by Lloyd on the rows of X (a random sample of at most
+        k * max_points_per_centroid of them when ``sample``)."""
+        from ..cluster import _check_enough_points, _lloyd
+
+        if sample:
+            X = training_sample(X, k, self.max_points_per_centroid, rng)
+        X = np.ascontiguousarray(X)
+        w = np.ones(X.shape[0])
+        _check_enough_points(w, k)
+        return _lloyd(X, w, k, self.init, max_iter, float(self.tol), rng).centers
+
     def _check_codebook_dtype(self) -> np.dtype:
         return np.dtype(check_choice(self.codebook_dtype, name="codebook_dtype",
                                      choices=CODEBOOK_DTYPES))
@@ -157,3 +177,25 @@ def restore_check(arr, *, name: str, shape: tuple, dtypes) -> np.ndarray:
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise FormatError(f"{name}: contains NaN or infinite values")
     return arr
+
+
+class BlockQuantizer(BaseQuantizer):
+    """Shared by product and residual quantization: blocks of ``block_size`` consecutive
+    input weights, codebooks of shape (n_books, 2**n_bits, block_size)."""
+
+    _STATE_META = ("shape_", "n_weights_", "in_features_", "n_blocks_")
+
+    def _n_books(self) -> int:
+        raise NotImplementedError
+
+    def _arrays(self):
+        return {"codebook": self.codebooks_}
+
+    def _restore_arrays(self, arrays):
+        if self.n_blocks_ != -(-self.in_features_ // self.block_size) or \
+                self.n_weights_ % self.in_features_:
+            raise ValueError("inconsistent block layout")
+        self.codebooks_ = restore_check(arrays["codebook"], name="codebook",
+                                        shape=(self._n_books(), 1 << self.n_bits,
+                                               self.block_size),
+                                        dtypes=("float32", "float16"))

@@ -4,20 +4,17 @@ from __future__ import annotations
 import numpy as np
 
 from .._kernels.assign import assign_nearest
-from .._validation import check_choice, check_int, rng_from
-from ..cluster import INITS, _check_enough_points, _lloyd
+from .._validation import rng_from
 from ._base import (
-    BaseQuantizer,
+    BlockQuantizer,
     as_matrix,
     check_codes,
     code_dtype,
-    restore_check,
     to_blocks,
-    training_sample,
 )
 
 
-class ProductQuantizer(BaseQuantizer):
+class ProductQuantizer(BlockQuantizer):
     """Product quantization of a weight matrix (out_features, in_features).
 
     Blocks run along the input dimension (block ``j`` of a row meets block ``j`` of the
@@ -63,11 +60,7 @@ class ProductQuantizer(BaseQuantizer):
     def fit(self, W):
         """Learn the codebook(s) from W of shape (out_features, in_features) (or N-D, see
         ``as_matrix``)."""
-        n_bits = self._check_n_bits()
-        d = check_int(self.block_size, name="block_size", low=1)
-        cb_dtype = self._check_codebook_dtype()
-        check_choice(self.init, name="init", choices=INITS)
-        max_iter = check_int(self.max_iter, name="max_iter", low=1)
+        n_bits, d, max_iter, cb_dtype = self._check_vector_params()
         Wm = as_matrix(W)
         blocks = to_blocks(Wm, d)  # (out, nb, d)
         out, nb, _ = blocks.shape
@@ -75,12 +68,7 @@ class ProductQuantizer(BaseQuantizer):
         rng = rng_from(self.random_state)
         groups = [blocks[:, j, :] for j in range(nb)] if self.codebook_per_block \
             else [blocks.reshape(-1, d)]
-        books = []
-        for X in groups:
-            X = np.ascontiguousarray(training_sample(X, k, self.max_points_per_centroid, rng))
-            w = np.ones(X.shape[0])
-            _check_enough_points(w, k)
-            books.append(_lloyd(X, w, k, self.init, max_iter, float(self.tol), rng).centers)
+        books = [self._train_codebook(X, k, max_iter, rng) for X in groups]
         self.codebooks_ = np.stack(books).astype(cb_dtype)
         self.in_features_ = Wm.shape[1]
         self.n_blocks_ = nb
@@ -118,20 +106,8 @@ class ProductQuantizer(BaseQuantizer):
             blocks = books[0][codes]
         return blocks.reshape(codes.shape[0], -1)[:, : self.in_features_]
 
-
-    _STATE_META = ("shape_", "n_weights_", "in_features_", "n_blocks_")
-
     def _code_shape(self):
         return (self.n_weights_ // self.in_features_, self.n_blocks_)
 
-    def _arrays(self):
-        return {"codebook": self.codebooks_}
-
-    def _restore_arrays(self, arrays):
-        if self.n_blocks_ != -(-self.in_features_ // self.block_size) or \
-                self.n_weights_ % self.in_features_:
-            raise ValueError("inconsistent block layout")
-        n_books = self.n_blocks_ if self.codebook_per_block else 1
-        self.codebooks_ = restore_check(arrays["codebook"], name="codebook",
-                                        shape=(n_books, 1 << self.n_bits, self.block_size),
-                                        dtypes=("float32", "float16"))
+    def _n_books(self):
+        return self.n_blocks_ if self.codebook_per_block else 1

@@ -5,20 +5,18 @@ import numpy as np
 import scipy.linalg
 
 from .._kernels.beam import rq_beam_encode
-from .._validation import check_choice, check_int, rng_from
-from ..cluster import INITS, _check_enough_points, _lloyd
+from .._validation import check_int, rng_from
 from ._base import (
-    BaseQuantizer,
+    BlockQuantizer,
     as_matrix,
     check_codes,
     code_dtype,
-    restore_check,
     to_blocks,
     training_sample,
 )
 
 
-class ResidualQuantizer(BaseQuantizer):
+class ResidualQuantizer(BlockQuantizer):
     """Residual (additive, stage-wise) quantization of a weight matrix.
 
     Stage ``s`` has its own codebook of ``2**n_bits`` vectors of ``block_size`` and is
@@ -62,26 +60,21 @@ class ResidualQuantizer(BaseQuantizer):
 
     def fit(self, W):
         """Learn the stage codebooks from W of shape (out_features, in_features)."""
-        n_bits = self._check_n_bits()
-        d = check_int(self.block_size, name="block_size", low=1)
+        n_bits, d, max_iter, cb_dtype = self._check_vector_params()
         n_stages = check_int(self.n_stages, name="n_stages", low=1)
         beam = check_int(self.beam_size, name="beam_size", low=1)
         n_refine = check_int(self.n_refine, name="n_refine", low=0)
-        max_iter = check_int(self.max_iter, name="max_iter", low=1)
-        check_choice(self.init, name="init", choices=INITS)
-        cb_dtype = self._check_codebook_dtype()
         Wm = as_matrix(W)
         blocks = to_blocks(Wm, d)
         k = 1 << n_bits
         rng = rng_from(self.random_state)
+        # one sample for all stages: each stage trains on the residuals of the same blocks
         X = np.ascontiguousarray(training_sample(blocks.reshape(-1, d), k,
                                                  self.max_points_per_centroid, rng))
-        _check_enough_points(np.ones(X.shape[0]), k)
         books = np.zeros((n_stages, k, d), dtype=np.float32)
         residual = X
         for s in range(n_stages):
-            books[s] = _lloyd(residual, np.ones(X.shape[0]), k, self.init, max_iter,
-                              float(self.tol), rng).centers
+            books[s] = self._train_codebook(residual, k, max_iter, rng, sample=False)
             codes, errs = _beam_encode(X, books[: s + 1], beam)
             residual = X - _reconstruct(books[: s + 1], codes)
         err = errs.sum()
@@ -117,22 +110,11 @@ class ResidualQuantizer(BaseQuantizer):
         rec = _reconstruct(self.codebooks_.astype(np.float32), codes.reshape(-1, n_stages))
         return rec.reshape(codes.shape[0], -1)[:, : self.in_features_]
 
-
-    _STATE_META = ("shape_", "n_weights_", "in_features_", "n_blocks_")
-
     def _code_shape(self):
         return (self.n_weights_ // self.in_features_, self.n_blocks_, self.n_stages)
 
-    def _arrays(self):
-        return {"codebook": self.codebooks_}
-
-    def _restore_arrays(self, arrays):
-        if self.n_blocks_ != -(-self.in_features_ // self.block_size) or \
-                self.n_weights_ % self.in_features_:
-            raise ValueError("inconsistent block layout")
-        self.codebooks_ = restore_check(arrays["codebook"], name="codebook",
-                                        shape=(self.n_stages, 1 << self.n_bits, self.block_size),
-                                        dtypes=("float32", "float16"))
+    def _n_books(self):
+        return self.n_stages
 
 
 # --- private core ---------------------------------------------------------------------------
