@@ -135,3 +135,18 @@ def uniform_roundtrip(W, n_bits, group, symmetric):
                 q = np.clip(np.rint(v / scale) + z, 0, (1 << n_bits) - 1)
                 out[r, s:s + g] = (q - z) * scale
     return out
+
+
+def huffman_total_bits(freqs):
+    """Size in bits of an optimal (unlimited) Huffman code: the sum of all merge weights."""
+    import heapq
+    heap = [int(f) for f in freqs if f > 0]
+    if len(heap) == 1:
+        return heap[0]
+    heapq.heapify(heap)
+    total = 0
+    while len(heap) > 1:
+        a, b = heapq.heappop(heap), heapq.heappop(heap)
+        total += a + b
+        heapq.heappush(heap, a + b)
+    return total

@@ -3,8 +3,15 @@ import numpy as np
 import pytest
 
 from vqcompress import InputError
-from vqcompress.prune import (centroid_gradients, cubic_sparsity, global_magnitude_masks,
-                              magnitude_mask, nm_mask, structured_mask, threshold_mask)
+from vqcompress.prune import (
+    centroid_gradients,
+    cubic_sparsity,
+    global_magnitude_masks,
+    magnitude_mask,
+    nm_mask,
+    structured_mask,
+    threshold_mask,
+)
 
 
 def test_magnitude_mask_hand_computed():
