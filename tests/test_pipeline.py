@@ -74,7 +74,7 @@ def test_accounted_sizes_match_the_file(tmp_path, weights, method, bits):
         stored = sum(e["data_offsets"][1] - e["data_offsets"][0]
                      for k, e in entries.items() if k.startswith(name + "/"))
         assert stored == t.nbytes
-        if t.method != "raw":  # the quantizer's own accounting is the file's
+        if t.method != "raw" and t.coding == "none":  # fixed width: the quantizer's accounting
             assert t.quantizer.nbytes_breakdown()["total"] == stored
     rep = model.report()
     attributed = sum(r["bytes"] + r["header_bytes"] for r in rep["tensors"])
@@ -82,6 +82,31 @@ def test_accounted_sizes_match_the_file(tmp_path, weights, method, bits):
     assert 0 <= rep["totals"]["file_bytes"] - attributed < 160
     assert rep["totals"]["bits_per_weight"] == rep["totals"]["file_bytes"] * 8 / sum(
         np.asarray(v).size for v in weights.values())
+
+
+@pytest.mark.parametrize("entropy", ["none", "huffman", "rans"])
+def test_each_entropy_coding_round_trips(tmp_path, weights, entropy):
+    model = vq.compress(weights, method="kmeans", bits=4, entropy=entropy)
+    assert model["enc.weight"].coding == entropy
+    path = tmp_path / f"{entropy}.vqz"
+    model.save(path)
+    back = vq.load(path)
+    assert back["enc.weight"].coding == entropy
+    np.testing.assert_array_equal(back["enc.weight"].codes, model["enc.weight"].codes)
+    if entropy == "none":
+        q = model["enc.weight"].quantizer
+        assert model["enc.weight"].nbytes == q.nbytes_breakdown()["total"]
+
+
+def test_auto_entropy_picks_the_smallest(weights):
+    sizes = {e: vq.compress(weights, method="kmeans", bits=4, entropy=e)["enc.weight"].nbytes
+             for e in ("none", "huffman", "rans", "auto")}
+    assert sizes["auto"] == min(sizes["none"], sizes["huffman"], sizes["rans"])
+    t = vq.compress(weights, method="kmeans", bits=4)["enc.weight"]
+    stream = t.info["codes"]
+    assert stream["coded_bits"] >= stream["entropy_bits"] * 0.99  # no coder beats entropy
+    with pytest.raises(InputError, match="entropy"):
+        vq.compress(weights, entropy="zstd")
 
 
 def test_same_seed_same_bytes(tmp_path, weights):

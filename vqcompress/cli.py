@@ -23,11 +23,14 @@ def _zstd_ratio(path: str) -> float | None:
 
 
 def _table(report: dict) -> str:
-    lines = [f"{'tensor':<48} {'shape':>14} {'method':>7} {'bits/w':>7} {'bytes':>10} {'SQNR dB':>8}"]
+    lines = [f"{'tensor':<44} {'shape':>12} {'method':>7} {'codes: coding bits/H':>21} "
+             f"{'bits/w':>7} {'bytes':>10} {'SQNR dB':>8}"]
     for r in report["tensors"]:
         shape = "x".join(str(s) for s in r["shape"]) or "scalar"
         sq = "" if r["sqnr_db"] is None else f"{r['sqnr_db']:.2f}"
-        lines.append(f"{r['name'][:48]:<48} {shape:>14} {r['method']:>7} "
+        st = r.get("codes_stream")
+        stream = f"{st['coding']:>7} {st['coded_bits']:6.3f}/{st['entropy_bits']:.3f}" if st else ""
+        lines.append(f"{r['name'][:44]:<44} {shape:>12} {r['method']:>7} {stream:>21} "
                      f"{r['bits_per_weight']:>7.3f} {r['bytes'] + r['header_bytes']:>10} {sq:>8}")
     t = report["totals"]
     lines.append("")
@@ -75,6 +78,7 @@ def cmd_compress(args) -> int:
         model = compress(args.input, method=args.method, bits=args.bits,
                          block_size=args.block_size, stages=args.stages, beam_size=args.beam,
                          group_size=_group(args.group_size), codebook_dtype=args.codebook_dtype,
+                         entropy=args.entropy,
                          min_elements=args.min_elements, random_state=args.seed, progress=step)
     finally:
         close()
@@ -126,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--group-size", default="channel",
                    help="uniform: 'tensor', 'channel' or an integer group length")
     c.add_argument("--codebook-dtype", choices=("float16", "float32"), default="float16")
+    c.add_argument("--entropy", choices=("auto", "none", "huffman", "rans"), default="auto",
+                   help="how code streams are stored: packed at their bit width, Huffman or "
+                        "rANS; auto keeps the smallest per stream (default)")
     c.add_argument("--min-elements", type=int, default=1024,
                    help="tensors smaller than this are stored raw (default 1024)")
     c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -1,7 +1,8 @@
 """The .vqz container: a valid safetensors file holding every tensor's parts.
 
-Parts are named ``<tensor>/<part>``: ``codes`` (bit-packed uint8 stream), ``codebook``,
-``scales``, ``zero_points`` (bit-packed), or ``raw`` for tensors kept as they were.
+Parts are named ``<tensor>/<part>``: ``codes`` (the code stream: bit-packed, or Huffman
+with ``codes.lengths``, or rANS with ``codes.freq``), ``codebook``, ``scales``,
+``zero_points`` (bit-packed), or ``raw`` for tensors kept as they were.
 ``__metadata__`` holds ``format`` ("vqz"), ``version`` and, as one JSON string under
 ``vqz``, each tensor's method, quantizer parameters and learned scalars, shape, source
 dtype and the CRC-32 of each part.  The reader checks every length, shape, dtype, code
@@ -16,7 +17,7 @@ import zlib
 import numpy as np
 
 from . import _safetensors as st
-from .coding import pack, unpack
+from .coding import streams
 from .coding.bitpack import code_dtype
 from .errors import FormatError, VQCompressError
 from .quantizers import KMeansQuantizer, ProductQuantizer, ResidualQuantizer, UniformQuantizer
@@ -32,11 +33,13 @@ def crc32(arr: np.ndarray) -> str:
 
 
 def tensor_parts(t) -> dict:
-    """{part: ndarray} exactly as written for CompressedTensor ``t``."""
+    """{part: ndarray} exactly as written for CompressedTensor ``t``: the code stream coded
+    as ``t.coding`` says ('codes' plus its table part), and the quantizer's arrays."""
     if t.method == "raw":
         return {"raw": t.raw}
     _, arrays = t.quantizer.to_parts()
-    return {"codes": pack(t.codes, t.quantizer.n_bits), **arrays}
+    coded = streams.encode_stream(t.codes, t.quantizer.n_bits, t.coding)
+    return {**{"codes" + k: v for k, v in coded.items()}, **arrays}
 
 
 def tensor_record(t, parts: dict) -> dict:
@@ -47,6 +50,7 @@ def tensor_record(t, parts: dict) -> dict:
         meta, _ = t.quantizer.to_parts()
         rec["params"] = t.quantizer.get_params()
         rec["state"] = meta
+        rec["coding"] = {"codes": t.coding}
     if t.info.get("sqnr_db") is not None:
         rec["sqnr_db"] = t.info["sqnr_db"]
     return rec
@@ -132,12 +136,16 @@ def _read_tensor(f, name, rec, entries, data_start, CompressedTensor):
     n_bits = params.get("n_bits") if isinstance(params, dict) else None
     if not isinstance(n_bits, int) or not 1 <= n_bits <= 16:
         raise FormatError(f"n_bits {n_bits!r} out of range")
-    arrays = {k: v for k, v in parts.items() if k != "codes"}
+    coding = rec.get("coding", {}).get("codes", "none")
+    code_parts = {k[len("codes"):]: v for k, v in parts.items() if k.startswith("codes")}
+    arrays = {k: v for k, v in parts.items() if not k.startswith("codes")}
     q = cls.from_parts(params, rec["state"], arrays)
     if tuple(q.shape_) != shape or int(np.prod(shape)) != q.n_weights_:
         raise FormatError(f"quantizer state shape {q.shape_} does not match {shape}")
     code_shape = q.code_shape()
-    codes = unpack(parts["codes"], n_bits, int(np.prod(code_shape))).reshape(code_shape)
-    assert codes.dtype == code_dtype(n_bits)
+    codes = streams.decode_stream(code_parts, n_bits, int(np.prod(code_shape)), coding)
+    codes = codes.astype(code_dtype(n_bits), copy=False).reshape(code_shape)
     info = {"sqnr_db": rec["sqnr_db"]} if isinstance(rec.get("sqnr_db"), (int, float)) else {}
-    return CompressedTensor(name, shape, rec["dtype"], method, quantizer=q, codes=codes, info=info)
+    info["codes"] = {"coding": coding, **streams.stats(codes, n_bits, code_parts)}
+    return CompressedTensor(name, shape, rec["dtype"], method, quantizer=q, codes=codes,
+                            coding=coding, info=info)

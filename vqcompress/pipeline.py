@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import container
+from .coding import streams
 from .errors import InputError, TooFewValuesError, VQCompressError
 from .io import open_weights
 
@@ -32,6 +33,7 @@ class CompressedTensor:
     quantizer: object = None
     codes: np.ndarray | None = None
     raw: np.ndarray | None = None
+    coding: str = "none"         # how the code stream is stored: none, huffman or rans
     info: dict = field(default_factory=dict)
 
     @property
@@ -101,6 +103,8 @@ class CompressedModel:
             nbytes = sum(int(v.nbytes) for v in parts.values())
             rows.append({"name": n, "shape": list(t.shape), "method": t.method,
                          "bits": getattr(t.quantizer, "n_bits", None),
+                         "coding": t.coding if t.method != "raw" else None,
+                         "codes_stream": t.info.get("codes"),
                          "bytes": nbytes, "header_bytes": head,
                          "bits_per_weight": (nbytes + head) * 8 / max(t.size, 1),
                          "sqnr_db": t.info.get("sqnr_db")})
@@ -126,8 +130,9 @@ def load(path: str) -> CompressedModel:
 
 def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_size: int = 8,
              stages: int = 2, beam_size: int = 8, group_size="channel",
-             codebook_dtype: str = "float16", min_elements: int = 1024,
-             random_state: int | None = 0, progress=None) -> CompressedModel:
+             codebook_dtype: str = "float16", entropy: str = "auto",
+             min_elements: int = 1024, random_state: int | None = 0,
+             progress=None) -> CompressedModel:
     """Compress every eligible tensor of a weight file or {name: array} mapping.
 
     Parameters
@@ -139,12 +144,18 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
     block_size, stages, beam_size : pq / rq settings
     group_size : uniform grouping ('tensor', 'channel' or an int)
     codebook_dtype : {'float16', 'float32'} storage of codebooks
+    entropy : {'auto', 'none', 'huffman', 'rans'}
+        How each code stream is stored: packed at its bit width, Huffman or rANS coded;
+        'auto' keeps the smallest per stream (tables included).
     min_elements : smaller tensors are stored raw
     random_state : seed; the same input and seed give the same file
     progress : callable(name, n_weights) called before each tensor, or None
     """
     if method not in METHODS:
         raise InputError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if entropy not in streams.CODINGS + ("auto",):
+        raise InputError(f"entropy must be one of {list(streams.CODINGS) + ['auto']}, "
+                         f"got {entropy!r}")
     if isinstance(weights_or_path, (str, os.PathLike)):
         src = open_weights(weights_or_path)
         source_bytes = src.size
@@ -159,7 +170,8 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
         if progress:
             progress(name, arr.size)
         t = _compress_one(name, arr, dtype_of(name), method, bits, block_size, stages,
-                          beam_size, group_size, codebook_dtype, min_elements, random_state)
+                          beam_size, group_size, codebook_dtype, entropy, min_elements,
+                          random_state)
         out[name] = t
     return CompressedModel(out, source_bytes=source_bytes)
 
@@ -178,7 +190,7 @@ def _quantizer(method, bits, block_size, stages, beam_size, group_size, codebook
 
 
 def _compress_one(name, arr, src_dtype, method, bits, block_size, stages, beam_size,
-                  group_size, codebook_dtype, min_elements, seed) -> CompressedTensor:
+                  group_size, codebook_dtype, entropy, min_elements, seed) -> CompressedTensor:
     shape = tuple(arr.shape)
     raw = CompressedTensor(name, shape, src_dtype, "raw", raw=np.ascontiguousarray(arr))
     if arr.dtype.kind != "f" or arr.ndim < 2 or arr.size < min_elements:
@@ -192,7 +204,9 @@ def _compress_one(name, arr, src_dtype, method, bits, block_size, stages, beam_s
         return raw
     except VQCompressError as exc:
         raise type(exc)(f"tensor {name!r}: {exc}") from None
-    t = CompressedTensor(name, shape, src_dtype, method, quantizer=q, codes=codes)
+    coding, parts = streams.choose(codes, q.n_bits, entropy)
+    t = CompressedTensor(name, shape, src_dtype, method, quantizer=q, codes=codes, coding=coding)
+    t.info["codes"] = {"coding": coding, **streams.stats(codes, q.n_bits, parts)}
     dense = t.decompress().astype(np.float64)
     err = float(np.sum((dense - W) ** 2))
     signal = float(np.sum(W.astype(np.float64) ** 2))
