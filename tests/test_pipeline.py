@@ -310,3 +310,75 @@ def test_interrupted_write_leaves_nothing(tmp_path, weights, monkeypatch):
         model.save(tmp_path / "x.vqz")
     monkeypatch.setattr(st.os, "fsync", real)
     assert calls["n"] == 1 and list(tmp_path.iterdir()) == []
+
+
+# --- Deep Compression: pruning + weight sharing + sparse relative indices ------------
+
+
+def test_deep_compression_table_2_accounting(tmp_path):
+    """LeNet-300-100 pruned to the paper's densities (8%, 9%, 26%), 6-bit weights, 5-bit
+    relative indices, filler zeros counted: the paper reports 3.1% of the original."""
+    r = np.random.default_rng(0)
+    layers = {"ip1.weight": ((300, 784), 0.08), "ip2.weight": ((100, 300), 0.09),
+              "ip3.weight": ((10, 100), 0.26)}
+    tensors = {}
+    for name, (shape, density) in layers.items():
+        W = r.normal(size=shape).astype(np.float32)
+        m = vq.compress({name: W}, method="kmeans", bits=6, prune=1 - density, index_bits=5,
+                        entropy="none", min_elements=0)
+        t = m[name]
+        assert t.index_bits == 5 and abs(t.info["sparsity"] - (1 - density)) < 1e-3
+        assert t.info["fillers"] > 0 or density > 0.2
+        tensors[name] = t
+    model = vq.CompressedModel(tensors)
+    original = sum(np.prod(s) * 4 for s, _ in layers.values())
+    accounted = sum(t.nbytes for t in tensors.values())
+    assert 0.028 <= accounted / original <= 0.034, accounted / original
+    path = tmp_path / "lenet.vqz"
+    size = model.save(path)
+    with open(path, "rb") as f:
+        header = 8 + struct.unpack("<Q", f.read(8))[0]
+    assert size == accounted + header
+    back = vq.load(path)
+    for name, t in tensors.items():
+        np.testing.assert_array_equal(back[name].codes, t.codes)
+        assert np.mean(back[name].decompress() == 0) == pytest.approx(t.info["sparsity"])
+
+
+def test_filler_zeros_bridge_long_gaps():
+    W = np.zeros((2, 100), np.float32)
+    W[0, [3, 90]] = [1.0, -2.0]   # a gap of 87 needs two fillers at 5 bits (span 32)
+    W[1, 99] = 3.0
+    W[1, 10] = 0.5
+    m = vq.compress({"w": W}, method="kmeans", bits=2, prune=0.0, index_bits=5,
+                    entropy="none", min_elements=0)
+    t = m["w"]
+    assert t.info["fillers"] == 2 + 2   # row 0: 87 = 32+32+23; row 1: 89 after 10
+    np.testing.assert_array_equal(t.decompress() != 0, W != 0)
+
+
+def test_sparse_corrupt_index_stream_is_rejected(tmp_path):
+    W = np.random.default_rng(1).normal(size=(20, 64)).astype(np.float32)
+    m = vq.compress({"w": W}, method="kmeans", bits=4, prune=0.8, entropy="none",
+                    min_elements=0)
+    path = tmp_path / "s.vqz"
+    m.save(path)
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    head = json.loads(data[8:8 + n])
+    meta = json.loads(head["__metadata__"]["vqz"])
+    a, b = head["w/index"]["data_offsets"]
+    body = bytearray(data[8 + n:])
+    body[a:b] = b"\xff" * (b - a)   # every gap maximal: rows overrun their end
+    meta["w"]["parts"]["index"] = vq.container.crc32(np.frombuffer(bytes(body[a:b]), np.uint8))
+    head["__metadata__"]["vqz"] = json.dumps(meta)
+    raw = json.dumps(head).encode()
+    bad = tmp_path / "bad.vqz"
+    bad.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(body))
+    with pytest.raises(FormatError, match="past the end of a row"):
+        vq.load(bad)
+
+
+def test_prune_needs_kmeans(weights):
+    with pytest.raises(InputError, match="prune"):
+        vq.compress(weights, method="pq", prune=0.5)

@@ -23,14 +23,17 @@ def _zstd_ratio(path: str) -> float | None:
 
 
 def _table(report: dict) -> str:
-    lines = [f"{'tensor':<44} {'shape':>12} {'method':>7} {'codes: coding bits/H':>21} "
+    lines = [f"{'tensor':<44} {'shape':>12} {'method':>7} {'sparse':>6} "
+             f"{'codes: coding bits/H':>21} {'index: coding bits/H':>21} "
              f"{'bits/w':>7} {'bytes':>10} {'SQNR dB':>8}"]
     for r in report["tensors"]:
         shape = "x".join(str(s) for s in r["shape"]) or "scalar"
         sq = "" if r["sqnr_db"] is None else f"{r['sqnr_db']:.2f}"
-        st = r.get("codes_stream")
-        stream = f"{st['coding']:>7} {st['coded_bits']:6.3f}/{st['entropy_bits']:.3f}" if st else ""
-        lines.append(f"{r['name'][:44]:<44} {shape:>12} {r['method']:>7} {stream:>21} "
+        streams_ = [f"{st['coding']:>7} {st['coded_bits']:6.3f}/{st['entropy_bits']:.3f}"
+                    if st else "" for st in (r.get("codes_stream"), r.get("index_stream"))]
+        sparse = "" if r.get("sparsity") is None else f"{100 * r['sparsity']:.0f}%"
+        lines.append(f"{r['name'][:44]:<44} {shape:>12} {r['method']:>7} {sparse:>6} "
+                     f"{streams_[0]:>21} {streams_[1]:>21} "
                      f"{r['bits_per_weight']:>7.3f} {r['bytes'] + r['header_bytes']:>10} {sq:>8}")
     t = report["totals"]
     lines.append("")
@@ -78,7 +81,7 @@ def cmd_compress(args) -> int:
         model = compress(args.input, method=args.method, bits=args.bits,
                          block_size=args.block_size, stages=args.stages, beam_size=args.beam,
                          group_size=_group(args.group_size), codebook_dtype=args.codebook_dtype,
-                         entropy=args.entropy,
+                         entropy=args.entropy, prune=args.prune, index_bits=args.index_bits,
                          min_elements=args.min_elements, random_state=args.seed, progress=step)
     finally:
         close()
@@ -133,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--entropy", choices=("auto", "none", "huffman", "rans"), default="auto",
                    help="how code streams are stored: packed at their bit width, Huffman or "
                         "rANS; auto keeps the smallest per stream (default)")
+    c.add_argument("--prune", type=float, default=None, metavar="SPARSITY",
+                   help="magnitude-prune each compressed tensor to this fraction of zeros and "
+                        "store it sparse (kmeans only; Deep Compression)")
+    c.add_argument("--index-bits", type=int, default=None,
+                   help="relative index width for sparse storage (default 5 for linear "
+                        "layers, 8 for convolutions)")
     c.add_argument("--min-elements", type=int, default=1024,
                    help="tensors smaller than this are stored raw (default 1024)")
     c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

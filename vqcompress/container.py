@@ -19,6 +19,7 @@ import numpy as np
 from . import _safetensors as st
 from .coding import streams
 from .coding.bitpack import code_dtype
+from .coding.sparse import sparse_decode, sparse_encode
 from .errors import FormatError, VQCompressError
 from .quantizers import KMeansQuantizer, ProductQuantizer, ResidualQuantizer, UniformQuantizer
 
@@ -33,13 +34,39 @@ def crc32(arr: np.ndarray) -> str:
 
 
 def tensor_parts(t) -> dict:
-    """{part: ndarray} exactly as written for CompressedTensor ``t``: the code stream coded
-    as ``t.coding`` says ('codes' plus its table part), and the quantizer's arrays."""
+    """{part: ndarray} exactly as written for CompressedTensor ``t`` (computed once).
+
+    Dense: the code stream coded as ``t.coding`` says ('codes' plus its table part).
+    Sparse (``t.index_bits`` set): the nonzero codes and fillers ('codes'), their relative
+    indices ('index', coded as ``t.index_coding``) and the entries per row ('rows').
+    Then the quantizer's own arrays.
+    """
+    if t._parts is not None:
+        return t._parts
     if t.method == "raw":
-        return {"raw": t.raw}
+        t._parts = {"raw": t.raw}
+        return t._parts
     _, arrays = t.quantizer.to_parts()
-    coded = streams.encode_stream(t.codes, t.quantizer.n_bits, t.coding)
-    return {**{"codes" + k: v for k, v in coded.items()}, **arrays}
+    n_bits = t.quantizer.n_bits
+    if t.index_bits:
+        entry, rel, rows = sparse_encode(t.codes.reshape(t.codes.shape[0], -1), t.index_bits)
+        parts = _prefixed("codes", streams.encode_stream(entry, n_bits, t.coding))
+        parts.update(_prefixed("index", streams.encode_stream(rel, t.index_bits, t.index_coding)))
+        parts["rows"] = rows
+    else:
+        parts = _prefixed("codes", streams.encode_stream(t.codes, n_bits, t.coding))
+    t._parts = {**parts, **arrays}
+    return t._parts
+
+
+def _prefixed(name, coded: dict) -> dict:
+    return {name + k: v for k, v in coded.items()}
+
+
+def _stream_parts(parts: dict, name: str) -> dict:
+    """The parts of one coded stream ('codes', 'codes.lengths', ...) keyed by suffix."""
+    return {k[len(name):]: v for k, v in parts.items()
+            if k == name or k.startswith(name + ".")}
 
 
 def tensor_record(t, parts: dict) -> dict:
@@ -51,6 +78,9 @@ def tensor_record(t, parts: dict) -> dict:
         rec["params"] = t.quantizer.get_params()
         rec["state"] = meta
         rec["coding"] = {"codes": t.coding}
+        if t.index_bits:
+            rec["coding"]["index"] = t.index_coding
+            rec["sparse"] = {"index_bits": t.index_bits}
     if t.info.get("sqnr_db") is not None:
         rec["sqnr_db"] = t.info["sqnr_db"]
     return rec
@@ -103,7 +133,8 @@ def read(path: str) -> dict:
         out = {}
         for name, rec in records.items():
             try:
-                out[name] = _read_tensor(f, name, rec, entries, data_start, CompressedTensor)
+                out[name] = _read_tensor(f, name, rec, entries, data_start, CompressedTensor,
+                                         size)
             except VQCompressError as exc:
                 if isinstance(exc, FormatError) and str(exc).startswith(path):
                     raise
@@ -113,11 +144,20 @@ def read(path: str) -> dict:
     return out
 
 
-def _read_tensor(f, name, rec, entries, data_start, CompressedTensor):
+# A tensor may decode to at most this many weights per byte of the file: far beyond any real
+# ratio (float32 at 1 bit per weight is 32x), but it stops a record that declares 10^12
+# codes behind a 4-byte stream (a certain symbol costs rANS no bits) from allocating them.
+MAX_WEIGHTS_PER_FILE_BYTE = 1024
+
+
+def _read_tensor(f, name, rec, entries, data_start, CompressedTensor, file_size):
     method = rec["method"]
     shape = tuple(rec["shape"])
-    if not all(isinstance(s, int) and s >= 0 for s in shape):
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
         raise FormatError(f"invalid shape {rec['shape']!r}")
+    if int(np.prod(shape, dtype=object)) > MAX_WEIGHTS_PER_FILE_BYTE * file_size:
+        raise FormatError(f"shape {shape} claims more weights than a {file_size}-byte file "
+                          f"can hold")
     parts = {}
     for part, crc in rec["parts"].items():
         arr = st.read_array(f, entries[f"{name}/{part}"], data_start)
@@ -137,15 +177,42 @@ def _read_tensor(f, name, rec, entries, data_start, CompressedTensor):
     if not isinstance(n_bits, int) or not 1 <= n_bits <= 16:
         raise FormatError(f"n_bits {n_bits!r} out of range")
     coding = rec.get("coding", {}).get("codes", "none")
-    code_parts = {k[len("codes"):]: v for k, v in parts.items() if k.startswith("codes")}
-    arrays = {k: v for k, v in parts.items() if not k.startswith("codes")}
+    code_parts = _stream_parts(parts, "codes")
+    index_parts = _stream_parts(parts, "index")
+    arrays = {k: v for k, v in parts.items() if not (k.startswith("codes") or
+                                                      k.startswith("index") or k == "rows")}
     q = cls.from_parts(params, rec["state"], arrays)
     if tuple(q.shape_) != shape or int(np.prod(shape)) != q.n_weights_:
         raise FormatError(f"quantizer state shape {q.shape_} does not match {shape}")
     code_shape = q.code_shape()
-    codes = streams.decode_stream(code_parts, n_bits, int(np.prod(code_shape)), coding)
-    codes = codes.astype(code_dtype(n_bits), copy=False).reshape(code_shape)
     info = {"sqnr_db": rec["sqnr_db"]} if isinstance(rec.get("sqnr_db"), (int, float)) else {}
-    info["codes"] = {"coding": coding, **streams.stats(codes, n_bits, code_parts)}
-    return CompressedTensor(name, shape, rec["dtype"], method, quantizer=q, codes=codes,
-                            coding=coding, info=info)
+    sparse = rec.get("sparse")
+    if sparse is None:
+        codes = streams.decode_stream(code_parts, n_bits, int(np.prod(code_shape)), coding)
+        info["codes"] = {"coding": coding, **streams.stats(codes, n_bits, code_parts)}
+        codes = codes.astype(code_dtype(n_bits), copy=False).reshape(code_shape)
+        return CompressedTensor(name, shape, rec["dtype"], method, quantizer=q, codes=codes,
+                                coding=coding, info=info)
+    index_bits = sparse.get("index_bits")
+    if not isinstance(index_bits, int) or not 1 <= index_bits <= 16:
+        raise FormatError(f"index_bits {index_bits!r} out of range")
+    if method != "kmeans" or not q.zero_codeword:
+        raise FormatError("sparse storage needs a kmeans codebook with a zero codeword")
+    rows = parts.get("rows")
+    if rows is None or rows.dtype != np.uint32 or rows.shape != (code_shape[0],):
+        raise FormatError("sparse rows: missing or malformed")
+    n = int(rows.sum(dtype=np.int64))
+    n_cells = int(np.prod(code_shape))
+    if n > 2 * n_cells + code_shape[0]:  # each entry, filler or not, advances >= 1 column
+        raise FormatError("sparse rows: more entries than the matrix can hold")
+    index_coding = rec["coding"].get("index", "none")
+    entry = streams.decode_stream(code_parts, n_bits, n, coding)
+    rel = streams.decode_stream(index_parts, index_bits, n, index_coding)
+    matrix = sparse_decode(entry, rel, rows, (code_shape[0], n_cells // code_shape[0]),
+                           code_dtype(n_bits))
+    info["codes"] = {"coding": coding, **streams.stats(entry, n_bits, code_parts)}
+    info["index"] = {"coding": index_coding, **streams.stats(rel, index_bits, index_parts)}
+    info["sparsity"] = round(float(np.mean(matrix == 0)), 6)
+    return CompressedTensor(name, shape, rec["dtype"], method, quantizer=q,
+                            codes=matrix.reshape(code_shape), coding=coding,
+                            index_bits=index_bits, index_coding=index_coding, info=info)

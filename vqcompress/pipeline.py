@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import container
+from . import prune as prune_mod
+from ._validation import check_int
 from .coding import streams
+from .coding.sparse import sparse_encode
 from .errors import InputError, TooFewValuesError, VQCompressError
 from .io import open_weights
 
@@ -34,7 +37,10 @@ class CompressedTensor:
     codes: np.ndarray | None = None
     raw: np.ndarray | None = None
     coding: str = "none"         # how the code stream is stored: none, huffman or rans
+    index_bits: int | None = None  # set: sparse storage with relative indices of this width
+    index_coding: str = "none"   # how the relative-index stream is stored
     info: dict = field(default_factory=dict)
+    _parts: dict | None = field(default=None, init=False, repr=False)  # cache of the parts
 
     @property
     def size(self) -> int:
@@ -105,6 +111,8 @@ class CompressedModel:
                          "bits": getattr(t.quantizer, "n_bits", None),
                          "coding": t.coding if t.method != "raw" else None,
                          "codes_stream": t.info.get("codes"),
+                         "index_stream": t.info.get("index"),
+                         "sparsity": t.info.get("sparsity") if t.index_bits else None,
                          "bytes": nbytes, "header_bytes": head,
                          "bits_per_weight": (nbytes + head) * 8 / max(t.size, 1),
                          "sqnr_db": t.info.get("sqnr_db")})
@@ -131,6 +139,7 @@ def load(path: str) -> CompressedModel:
 def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_size: int = 8,
              stages: int = 2, beam_size: int = 8, group_size="channel",
              codebook_dtype: str = "float16", entropy: str = "auto",
+             prune: float | None = None, index_bits: int | None = None,
              min_elements: int = 1024, random_state: int | None = 0,
              progress=None) -> CompressedModel:
     """Compress every eligible tensor of a weight file or {name: array} mapping.
@@ -147,12 +156,25 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
     entropy : {'auto', 'none', 'huffman', 'rans'}
         How each code stream is stored: packed at its bit width, Huffman or rANS coded;
         'auto' keeps the smallest per stream (tables included).
+    prune : float in [0, 1), optional
+        Magnitude-prune each compressed tensor to this sparsity, then share weights among
+        the survivors (method 'kmeans', code 0 reserved for zero) and store them sparse:
+        codes and relative indices, each stream coded separately (Deep Compression).
+    index_bits : int, optional
+        Width of a relative index: default 5 for linear layers and 8 for convolutions (as
+        the paper); longer gaps get filler zeros.
     min_elements : smaller tensors are stored raw
     random_state : seed; the same input and seed give the same file
     progress : callable(name, n_weights) called before each tensor, or None
     """
     if method not in METHODS:
         raise InputError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if prune is not None and method != "kmeans":
+        raise InputError("prune works with method='kmeans' (sparse storage of scalar codes)")
+    if prune is not None:
+        prune_mod._check_fraction(prune, "prune")
+    if index_bits is not None:
+        check_int(index_bits, name="index_bits", low=1, high=16)
     if entropy not in streams.CODINGS + ("auto",):
         raise InputError(f"entropy must be one of {list(streams.CODINGS) + ['auto']}, "
                          f"got {entropy!r}")
@@ -170,16 +192,17 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
         if progress:
             progress(name, arr.size)
         t = _compress_one(name, arr, dtype_of(name), method, bits, block_size, stages,
-                          beam_size, group_size, codebook_dtype, entropy, min_elements,
-                          random_state)
+                          beam_size, group_size, codebook_dtype, entropy, prune, index_bits,
+                          min_elements, random_state)
         out[name] = t
     return CompressedModel(out, source_bytes=source_bytes)
 
 
-def _quantizer(method, bits, block_size, stages, beam_size, group_size, codebook_dtype, seed):
+def _quantizer(method, bits, block_size, stages, beam_size, group_size, codebook_dtype, seed,
+               sparse=False):
     q = container.QUANTIZERS[method]
     if method == "kmeans":
-        return q(n_bits=bits, codebook_dtype=codebook_dtype)
+        return q(n_bits=bits, codebook_dtype=codebook_dtype, zero_codeword=sparse)
     if method == "pq":
         return q(block_size=block_size, n_bits=bits, codebook_dtype=codebook_dtype,
                  random_state=seed)
@@ -190,25 +213,49 @@ def _quantizer(method, bits, block_size, stages, beam_size, group_size, codebook
 
 
 def _compress_one(name, arr, src_dtype, method, bits, block_size, stages, beam_size,
-                  group_size, codebook_dtype, entropy, min_elements, seed) -> CompressedTensor:
+                  group_size, codebook_dtype, entropy, prune, index_bits, min_elements,
+                  seed) -> CompressedTensor:
     shape = tuple(arr.shape)
     raw = CompressedTensor(name, shape, src_dtype, "raw", raw=np.ascontiguousarray(arr))
     if arr.dtype.kind != "f" or arr.ndim < 2 or arr.size < min_elements:
         return raw
     W = arr.astype(np.float32)
-    q = _quantizer(method, bits, block_size, stages, beam_size, group_size, codebook_dtype, seed)
+    sparse = prune is not None
+    q = _quantizer(method, bits, block_size, stages, beam_size, group_size, codebook_dtype, seed,
+                   sparse)
     try:
-        codes = q.fit_encode(W)
+        target = W * prune_mod.magnitude_mask(W, prune) if sparse else W
+        codes = q.fit_encode(target)
     except TooFewValuesError as exc:
         warnings.warn(f"tensor {name!r}: {exc}; stored raw", stacklevel=3)
         return raw
     except VQCompressError as exc:
         raise type(exc)(f"tensor {name!r}: {exc}") from None
-    coding, parts = streams.choose(codes, q.n_bits, entropy)
-    t = CompressedTensor(name, shape, src_dtype, method, quantizer=q, codes=codes, coding=coding)
-    t.info["codes"] = {"coding": coding, **streams.stats(codes, q.n_bits, parts)}
+    if sparse:
+        t = _sparse_tensor(name, shape, src_dtype, q, codes, entropy,
+                           index_bits or (8 if arr.ndim == 4 else 5))
+    else:
+        coding, parts = streams.choose(codes, q.n_bits, entropy)
+        t = CompressedTensor(name, shape, src_dtype, method, quantizer=q, codes=codes,
+                             coding=coding)
+        t.info["codes"] = {"coding": coding, **streams.stats(codes, q.n_bits, parts)}
     dense = t.decompress().astype(np.float64)
     err = float(np.sum((dense - W) ** 2))
     signal = float(np.sum(W.astype(np.float64) ** 2))
-    t.info["sqnr_db"] = round(10 * np.log10(signal / err), 3) if err > 0 and signal > 0 else None
-    return t if t.nbytes < raw.nbytes else raw
+    t.info["sqnr_db"] = round(float(10 * np.log10(signal / err)), 3) if err > 0 and signal > 0 \
+        else None
+    t.info["sparsity"] = round(float(np.mean(codes == 0)), 6) if sparse else None
+    return t if t.nbytes < raw.nbytes or sparse else raw
+
+
+def _sparse_tensor(name, shape, src_dtype, q, codes, entropy, index_bits):
+    """A kmeans tensor stored as sparse rows; each stream gets its own (or the best) coding."""
+    entry, rel, _ = sparse_encode(codes.reshape(codes.shape[0], -1), index_bits)
+    coding, code_parts = streams.choose(entry, q.n_bits, entropy)
+    index_coding, index_parts = streams.choose(rel, index_bits, entropy)
+    t = CompressedTensor(name, shape, src_dtype, "kmeans", quantizer=q, codes=codes,
+                         coding=coding, index_bits=index_bits, index_coding=index_coding)
+    t.info["codes"] = {"coding": coding, **streams.stats(entry, q.n_bits, code_parts)}
+    t.info["index"] = {"coding": index_coding, **streams.stats(rel, index_bits, index_parts)}
+    t.info["fillers"] = int(np.count_nonzero(entry == 0))
+    return t

@@ -6,6 +6,7 @@ import numpy as np
 from .._kernels.kmeans1d import label_by_midpoints
 from .._validation import as_float_array, as_sample_weight, check_choice, check_int, rng_from
 from ..cluster import INITS, _kmeans_sorted, kmeans_1d_optimal
+from ..errors import InputError, TooFewValuesError
 from ._base import BaseQuantizer, check_codes, code_dtype, restore_check
 
 
@@ -26,23 +27,29 @@ class KMeansQuantizer(BaseQuantizer):
     max_iter, tol : Lloyd settings (ignored by 'optimal').
     random_state : seed for 'random' and 'kmeans++'.
     codebook_dtype : {'float32', 'float16'} how the codebook is stored.
+    zero_codeword : bool
+        Reserve code 0 for the value 0.0 (pruned weights and the filler entries of sparse
+        storage decode to exact zeros): weights equal to 0 get code 0, the other
+        2**n_bits - 1 codewords are learned on the nonzero weights.
 
     Attributes
     ----------
-    codebook_ : ndarray of shape (2**n_bits,), sorted, in ``codebook_dtype``
+    codebook_ : ndarray of shape (2**n_bits,), in ``codebook_dtype``; sorted, after a leading
+        0.0 when ``zero_codeword``
     shape_ : tuple, shape of the fitted tensor
     n_weights_ : int
     inertia_ : float, weighted squared error of the fitted tensor with the stored codebook
     """
 
     def __init__(self, n_bits=4, init="optimal", max_iter=300, tol=1e-4, random_state=None,
-                 codebook_dtype="float32"):
+                 codebook_dtype="float32", zero_codeword=False):
         self.n_bits = n_bits
         self.init = init
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
         self.codebook_dtype = codebook_dtype
+        self.zero_codeword = zero_codeword
 
     def fit(self, W, sample_weight=None):
         """Learn the codebook from W (any shape; weights with sample_weight 0 are ignored)."""
@@ -55,12 +62,21 @@ class KMeansQuantizer(BaseQuantizer):
         w = as_sample_weight(None if sample_weight is None else np.ravel(sample_weight),
                              x.shape[0])
         k = 1 << n_bits
+        zero = bool(self.zero_codeword)
+        if zero:
+            if n_bits < 2:
+                raise InputError("zero_codeword needs n_bits >= 2")
+            w = np.where(x != 0, w, 0.0)
+            k -= 1
+            if not (w > 0).any():
+                raise TooFewValuesError("W: no nonzero weights to learn a codebook from")
         if self.init == "optimal":
             res = kmeans_1d_optimal(x, k, w)
         else:
             res = _kmeans_sorted(x, w, k, self.init, max_iter, float(self.tol),
                                  rng_from(self.random_state))
-        self.codebook_ = np.sort(res.centers.astype(cb_dtype))
+        book = np.sort(res.centers.astype(cb_dtype))
+        self.codebook_ = np.concatenate([np.zeros(1, cb_dtype), book]) if zero else book
         self.shape_ = W.shape
         self.n_weights_ = int(x.shape[0])
         codes = self.encode(W).reshape(-1)
@@ -72,9 +88,13 @@ class KMeansQuantizer(BaseQuantizer):
         """Index of the nearest codebook value for each weight; same shape as W."""
         self._check_fitted()
         W = as_float_array(W, name="W")
-        cb = self.codebook_.astype(np.float64)
+        zero = bool(self.zero_codeword)
+        cb = self.codebook_.astype(np.float64)[1 if zero else 0:]
         labels = np.empty(W.size, dtype=np.int32)
-        label_by_midpoints(W.reshape(-1), 0.5 * (cb[1:] + cb[:-1]), labels)
+        x = W.reshape(-1)
+        label_by_midpoints(x, 0.5 * (cb[1:] + cb[:-1]), labels)
+        if zero:
+            labels = np.where(x == 0, 0, labels + 1)
         return labels.astype(code_dtype(self.n_bits)).reshape(W.shape)
 
     def decode(self, codes) -> np.ndarray:
@@ -93,3 +113,5 @@ class KMeansQuantizer(BaseQuantizer):
     def _restore_arrays(self, arrays):
         self.codebook_ = restore_check(arrays["codebook"], name="codebook",
                                        shape=(1 << self.n_bits,), dtypes=("float32", "float16"))
+        if self.zero_codeword and self.codebook_[0] != 0:
+            raise ValueError("a zero-codeword codebook must start with 0.0")
