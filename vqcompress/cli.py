@@ -77,14 +77,18 @@ def cmd_compress(args) -> int:
     from .io import open_weights
     total = sum(int(a.size) for a in open_weights(args.input).values()) if not args.json else 0
     step, close = _progress(total, not args.json and sys.stderr.isatty())
+    pool = _pool(args.jobs)
     try:
-        model = compress(args.input, method=args.method, bits=args.bits,
+        model = compress(args.input, method=args.method, bits=args.bits, policy=args.policy,
+                         executor=pool,
                          block_size=args.block_size, stages=args.stages, beam_size=args.beam,
                          group_size=_group(args.group_size), codebook_dtype=args.codebook_dtype,
                          entropy=args.entropy, prune=args.prune, index_bits=args.index_bits,
                          min_elements=args.min_elements, random_state=args.seed, progress=step)
     finally:
         close()
+        if pool is not None:
+            pool.shutdown()
     model.save(args.output, force=args.force)
     report = model.report()
     report["totals"]["zstd_ratio"] = _zstd_ratio(args.input)
@@ -106,6 +110,24 @@ def cmd_decompress(args) -> int:
     n = save_weights(args.output, model.decompress(), force=args.force)
     print(f"wrote {args.output}: {len(model)} tensors, {n:,} bytes")
     return 0
+
+
+def _pool(jobs: int):
+    """A process pool of ``jobs`` workers (None for 1), each with its share of the cores
+    for Numba so the workers do not oversubscribe the machine."""
+    if jobs <= 1:
+        return None
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    return cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"),
+                                  initializer=_worker_init, initargs=(threads,))
+
+
+def _worker_init(threads: int):
+    import numba
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
 def _group(value: str):
@@ -142,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--index-bits", type=int, default=None,
                    help="relative index width for sparse storage (default 5 for linear "
                         "layers, 8 for convolutions)")
+    c.add_argument("--policy", action="append", metavar="PATTERN=SPEC",
+                   help="per-tensor rule, repeatable, first match wins: a glob on the tensor "
+                        "name and 'skip' or key:value pairs, e.g. '*.bias=skip' or "
+                        "'*embeddings*=method:kmeans,bits:3' (keys: method, bits, block_size, "
+                        "stages, beam_size, group_size, codebook_dtype, entropy, prune, "
+                        "index_bits, min_elements)")
+    c.add_argument("--jobs", type=int, default=1,
+                   help="compress tensors in N worker processes (default 1)")
     c.add_argument("--min-elements", type=int, default=1024,
                    help="tensors smaller than this are stored raw (default 1024)")
     c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

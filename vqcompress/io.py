@@ -77,6 +77,12 @@ class WeightsFile(Mapping):
         with open(self.path, "rb") as f:
             return st.read_array(f, self._entries[name], self._data_start)
 
+    def shape(self, name: str) -> tuple:
+        """The tensor's shape, read from the header where the format has one."""
+        if self.format == ".safetensors":
+            return self._entries[name].shape
+        return tuple(self[name].shape)
+
     def source_dtype(self, name: str) -> str:
         """The dtype as stored in the file ('bfloat16' for BF16, which reads as float32)."""
         if self.format == ".safetensors" and self._entries[name].dtype == "BF16":

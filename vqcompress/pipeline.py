@@ -21,6 +21,7 @@ from .coding import streams
 from .coding.sparse import sparse_encode
 from .errors import InputError, TooFewValuesError, VQCompressError
 from .io import open_weights
+from .policy import parse_policy, plan_for
 
 METHODS = tuple(container.QUANTIZERS)
 
@@ -140,8 +141,8 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
              stages: int = 2, beam_size: int = 8, group_size="channel",
              codebook_dtype: str = "float16", entropy: str = "auto",
              prune: float | None = None, index_bits: int | None = None,
-             min_elements: int = 1024, random_state: int | None = 0,
-             progress=None) -> CompressedModel:
+             min_elements: int = 1024, random_state: int | None = 0, policy=None,
+             executor=None, progress=None) -> CompressedModel:
     """Compress every eligible tensor of a weight file or {name: array} mapping.
 
     Parameters
@@ -165,66 +166,100 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
         the paper); longer gaps get filler zeros.
     min_elements : smaller tensors are stored raw
     random_state : seed; the same input and seed give the same file
+    policy : per-tensor rules (see ``vqcompress.policy``): 'PATTERN=SPEC' strings, (pattern,
+        spec) pairs or {pattern: spec}; the first match overrides the options above, and
+        'skip' stores a tensor as it is.
+    executor : concurrent.futures.Executor, optional
+        Compress tensors in parallel.  Needs a file path: each task carries the path, a
+        tensor name and the options, never arrays, so any executor (a process pool, a
+        cluster's) can run it.  The result is the same, byte for byte, as without.
     progress : callable(name, n_weights) called before each tensor, or None
     """
-    if method not in METHODS:
-        raise InputError(f"method must be one of {list(METHODS)}, got {method!r}")
-    if prune is not None and method != "kmeans":
-        raise InputError("prune works with method='kmeans' (sparse storage of scalar codes)")
-    if prune is not None:
-        prune_mod._check_fraction(prune, "prune")
-    if index_bits is not None:
-        check_int(index_bits, name="index_bits", low=1, high=16)
-    if entropy not in streams.CODINGS + ("auto",):
-        raise InputError(f"entropy must be one of {list(streams.CODINGS) + ['auto']}, "
-                         f"got {entropy!r}")
+    defaults = {"method": method, "bits": bits, "block_size": block_size, "stages": stages,
+                "beam_size": beam_size, "group_size": group_size,
+                "codebook_dtype": codebook_dtype, "entropy": entropy, "prune": prune,
+                "index_bits": index_bits, "min_elements": min_elements, "seed": random_state}
+    rules = parse_policy(policy)
     if isinstance(weights_or_path, (str, os.PathLike)):
-        src = open_weights(weights_or_path)
+        path = os.fspath(weights_or_path)
+        src = open_weights(path)
         source_bytes = src.size
-        dtype_of = src.source_dtype
     else:
-        src = weights_or_path
+        if executor is not None:
+            raise InputError("executor needs a weight file path: tasks carry a path and a "
+                             "tensor name, not arrays")
+        path, src = None, weights_or_path
         source_bytes = sum(np.asarray(v).nbytes for v in src.values())
-        dtype_of = lambda n: str(np.asarray(src[n]).dtype)  # noqa: E731
+    plans = {name: plan_for(name, rules, defaults) for name in src}
+    for name, opts in plans.items():
+        _check_options(name, opts)
+    if executor is None:
+        out = {}
+        for name in src:
+            arr = np.asarray(src[name])
+            if progress:
+                progress(name, arr.size)
+            dtype = src.source_dtype(name) if path else str(arr.dtype)
+            out[name] = _compress_one(name, arr, dtype, plans[name])
+        return CompressedModel(out, source_bytes=source_bytes)
+    futures = {name: executor.submit(compress_task, path, name, plans[name]) for name in src}
     out = {}
-    for name in src:
-        arr = np.asarray(src[name])
+    for name, fut in futures.items():  # in file order, whatever order they finish in
         if progress:
-            progress(name, arr.size)
-        t = _compress_one(name, arr, dtype_of(name), method, bits, block_size, stages,
-                          beam_size, group_size, codebook_dtype, entropy, prune, index_bits,
-                          min_elements, random_state)
-        out[name] = t
+            progress(name, int(np.prod(src.shape(name))))
+        out[name] = fut.result()
     return CompressedModel(out, source_bytes=source_bytes)
 
 
-def _quantizer(method, bits, block_size, stages, beam_size, group_size, codebook_dtype, seed,
-               sparse=False):
-    q = container.QUANTIZERS[method]
-    if method == "kmeans":
-        return q(n_bits=bits, codebook_dtype=codebook_dtype, zero_codeword=sparse)
-    if method == "pq":
-        return q(block_size=block_size, n_bits=bits, codebook_dtype=codebook_dtype,
-                 random_state=seed)
-    if method == "rq":
-        return q(block_size=block_size, n_bits=bits, n_stages=stages, beam_size=beam_size,
-                 codebook_dtype=codebook_dtype, random_state=seed)
-    return q(n_bits=bits, group_size=group_size)
+def compress_task(path: str, name: str, options: dict) -> CompressedTensor:
+    """One unit of parallel work: read tensor ``name`` from ``path`` and compress it."""
+    src = open_weights(path)
+    return _compress_one(name, np.asarray(src[name]), src.source_dtype(name), options)
 
 
-def _compress_one(name, arr, src_dtype, method, bits, block_size, stages, beam_size,
-                  group_size, codebook_dtype, entropy, prune, index_bits, min_elements,
-                  seed) -> CompressedTensor:
+def _check_options(name, o):
+    where = f"tensor {name!r}"
+    if o.get("skip"):
+        return
+    if o["method"] not in METHODS:
+        raise InputError(f"{where}: method must be one of {list(METHODS)}, got {o['method']!r}")
+    if o["entropy"] not in streams.CODINGS + ("auto",):
+        raise InputError(f"{where}: entropy must be one of "
+                         f"{list(streams.CODINGS) + ['auto']}, got {o['entropy']!r}")
+    if o["prune"] is not None:
+        if o["method"] != "kmeans":
+            raise InputError(f"{where}: prune works with method='kmeans' (sparse storage of "
+                             f"scalar codes)")
+        prune_mod._check_fraction(o["prune"], "prune")
+    if o["index_bits"] is not None:
+        check_int(o["index_bits"], name="index_bits", low=1, high=16)
+
+
+def _quantizer(o, sparse):
+    q = container.QUANTIZERS[o["method"]]
+    if o["method"] == "kmeans":
+        return q(n_bits=o["bits"], codebook_dtype=o["codebook_dtype"], zero_codeword=sparse)
+    if o["method"] == "pq":
+        return q(block_size=o["block_size"], n_bits=o["bits"], codebook_dtype=o["codebook_dtype"],
+                 random_state=o["seed"])
+    if o["method"] == "rq":
+        return q(block_size=o["block_size"], n_bits=o["bits"], n_stages=o["stages"],
+                 beam_size=o["beam_size"], codebook_dtype=o["codebook_dtype"],
+                 random_state=o["seed"])
+    return q(n_bits=o["bits"], group_size=o["group_size"])
+
+
+def _compress_one(name, arr, src_dtype, o) -> CompressedTensor:
+    """One tensor with options ``o`` (a plan from the policy; validated)."""
     shape = tuple(arr.shape)
     raw = CompressedTensor(name, shape, src_dtype, "raw", raw=np.ascontiguousarray(arr))
-    if arr.dtype.kind != "f" or arr.ndim < 2 or arr.size < min_elements:
+    if o.get("skip") or arr.dtype.kind != "f" or arr.ndim < 2 or arr.size < o["min_elements"]:
         return raw
     W = arr.astype(np.float32)
-    sparse = prune is not None
-    q = _quantizer(method, bits, block_size, stages, beam_size, group_size, codebook_dtype, seed,
-                   sparse)
+    sparse = o["prune"] is not None
+    q = _quantizer(o, sparse)
     try:
-        target = W * prune_mod.magnitude_mask(W, prune) if sparse else W
+        target = W * prune_mod.magnitude_mask(W, o["prune"]) if sparse else W
         codes = q.fit_encode(target)
     except TooFewValuesError as exc:
         warnings.warn(f"tensor {name!r}: {exc}; stored raw", stacklevel=3)
@@ -232,11 +267,11 @@ def _compress_one(name, arr, src_dtype, method, bits, block_size, stages, beam_s
     except VQCompressError as exc:
         raise type(exc)(f"tensor {name!r}: {exc}") from None
     if sparse:
-        t = _sparse_tensor(name, shape, src_dtype, q, codes, entropy,
-                           index_bits or (8 if arr.ndim == 4 else 5))
+        t = _sparse_tensor(name, shape, src_dtype, q, codes, o["entropy"],
+                           o["index_bits"] or (8 if arr.ndim == 4 else 5))
     else:
-        coding, parts = streams.choose(codes, q.n_bits, entropy)
-        t = CompressedTensor(name, shape, src_dtype, method, quantizer=q, codes=codes,
+        coding, parts = streams.choose(codes, q.n_bits, o["entropy"])
+        t = CompressedTensor(name, shape, src_dtype, o["method"], quantizer=q, codes=codes,
                              coding=coding)
         t.info["codes"] = {"coding": coding, **streams.stats(codes, q.n_bits, parts)}
     dense = t.decompress().astype(np.float64)

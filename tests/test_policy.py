@@ -1,0 +1,66 @@
+"""Per-tensor policies and parallel compression."""
+import concurrent.futures as cf
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+
+import vqcompress as vq
+from vqcompress import InputError
+from vqcompress.examples.digits import WEIGHTS as EXAMPLE
+from vqcompress.policy import parse_policy, parse_rule, plan_for
+
+
+def test_parse_rules():
+    assert parse_rule("*.bias=skip") == ("*.bias", {"skip": True})
+    assert parse_rule(" enc.*.weight = method:pq, bits:8,block_size:4 ") == (
+        "enc.*.weight", {"method": "pq", "bits": 8, "block_size": 4})
+    assert parse_rule("x=group_size:32,prune:0.5") == ("x", {"group_size": 32, "prune": 0.5})
+    assert parse_policy({"a*": "skip", "b": {"bits": 3}}) == [("a*", {"skip": True}),
+                                                              ("b", {"bits": 3})]
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("nopattern", "PATTERN=SPEC"), ("=skip", "empty pattern"), ("x=bitz:3", "unknown option"),
+    ("x=bits:three", "not a int"), ("x=bits", "key:value"), ("x=group_size:row", "group_size"),
+])
+def test_bad_rules(bad, match):
+    with pytest.raises(InputError, match=match):
+        parse_rule(bad)
+
+
+def test_first_matching_rule_wins():
+    rules = parse_policy(["fc1.*=bits:2", "fc*=bits:6", "*=skip"])
+    d = {"bits": 4, "method": "kmeans"}
+    assert plan_for("fc1.weight", rules, d)["bits"] == 2
+    assert plan_for("fc2.weight", rules, d)["bits"] == 6
+    assert plan_for("other", rules, d)["skip"] is True
+
+
+def test_compress_follows_the_policy():
+    model = vq.compress(EXAMPLE, method="kmeans", bits=4, min_elements=500, policy=[
+        "fc1.weight=method:pq,bits:6,block_size:4",
+        "fc2.weight=prune:0.8,bits:5",
+        "fc3.*=skip"])
+    assert model["fc1.weight"].method == "pq" and model["fc1.weight"].quantizer.n_bits == 6
+    assert model["fc2.weight"].index_bits == 5 and model["fc2.weight"].quantizer.n_bits == 5
+    assert model["fc3.weight"].method == "raw"
+    with pytest.raises(InputError, match="fc1.weight.*prune"):
+        vq.compress(EXAMPLE, policy=["fc1.weight=method:pq,prune:0.5"])
+
+
+def test_process_pool_gives_the_same_file(tmp_path, monkeypatch):
+    # a cold numba cache shared by workers started at the same moment
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba-cache"))
+    opts = dict(method="kmeans", bits=4, min_elements=500, policy=["fc2.weight=prune:0.7"])
+    serial = tmp_path / "serial.vqz"
+    vq.compress(EXAMPLE, **opts).save(serial)
+    with cf.ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+        parallel = tmp_path / "parallel.vqz"
+        vq.compress(EXAMPLE, executor=pool, **opts).save(parallel)
+    assert serial.read_bytes() == parallel.read_bytes()
+
+
+def test_executor_needs_a_path():
+    with cf.ThreadPoolExecutor(1) as pool, pytest.raises(InputError, match="path"):
+        vq.compress({"w": np.ones((40, 40), np.float32)}, executor=pool)
