@@ -382,3 +382,30 @@ def test_sparse_corrupt_index_stream_is_rejected(tmp_path):
 def test_prune_needs_kmeans(weights):
     with pytest.raises(InputError, match="prune"):
         vq.compress(weights, method="pq", prune=0.5)
+
+
+def test_bfloat16_model_round_trips_as_bfloat16(tmp_path):
+    from vqcompress import _safetensors as st
+    from vqcompress.io import open_weights
+    r = np.random.default_rng(0)
+    w = r.normal(size=(64, 64)).astype(np.float32)
+    b = r.normal(size=64).astype(np.float32)
+    src = tmp_path / "m.safetensors"
+    st.write(str(src), {"w": st.f32_to_bf16(w), "b": st.f32_to_bf16(b)}, {},
+             bf16=frozenset({"w", "b"}))
+    model = vq.compress(src, method="kmeans", bits=4)
+    assert model["b"].method == "raw" and model["b"].raw.dtype == np.uint16  # 2 bytes each
+    out = tmp_path / "m.vqz"
+    model.save(out)
+    assert cli(["decompress", str(out), str(tmp_path / "back.safetensors")]) == 0
+    back = open_weights(tmp_path / "back.safetensors")
+    assert back.source_dtype("b") == "bfloat16" and back.source_dtype("w") == "bfloat16"
+    np.testing.assert_array_equal(back.stored("b"), st.f32_to_bf16(b))  # bit for bit
+
+
+def test_bf16_rounding_is_nearest_even():
+    from vqcompress import _safetensors as st
+    x = np.array([1.0, 1.00390625, 1.01171875, -2.5, 3.4e38], dtype=np.float32)
+    # 1 + 2^-8 is a tie between 1 and 1 + 2^-7: to even (1.0); 1 + 3*2^-8 rounds up
+    np.testing.assert_array_equal(st.bf16_to_f32(st.f32_to_bf16(x))[:4],
+                                  [1.0, 1.0, 1.015625, -2.5])

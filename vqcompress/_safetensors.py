@@ -91,21 +91,40 @@ def read_header(f, file_size: int, *, what: str) -> tuple[dict, dict, int]:
     return entries, meta, data_start
 
 
-def read_array(f, entry: Entry, data_start: int) -> np.ndarray:
-    """Read one validated entry into memory (bfloat16 is widened to float32)."""
+def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) as float32 values (exact)."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def f32_to_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 values rounded to bfloat16 (nearest, ties to even), as uint16 bit patterns."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    nan = np.isnan(x)
+    out = rounded.astype(np.uint16)
+    out[nan] = 0x7FC0
+    return out
+
+
+def read_array(f, entry: Entry, data_start: int, *, bf16_bits: bool = False) -> np.ndarray:
+    """Read one validated entry into memory.  bfloat16 is widened to float32, or returned as
+    its uint16 bit patterns when ``bf16_bits``."""
     f.seek(data_start + entry.begin)
     raw = f.read(entry.end - entry.begin)
     if len(raw) != entry.end - entry.begin:
         raise FormatError("file truncated while reading tensor data")
     arr = np.frombuffer(raw, dtype=DTYPES[entry.dtype].newbyteorder("<")).reshape(entry.shape)
-    if entry.dtype == "BF16":
-        return (arr.astype(np.uint32) << 16).view(np.float32)
+    if entry.dtype == "BF16" and not bf16_bits:
+        return bf16_to_f32(arr)
     return arr.astype(arr.dtype.newbyteorder("="), copy=True)
 
 
-def write(path: str, arrays: dict, metadata: dict, *, force: bool = False) -> int:
+def write(path: str, arrays: dict, metadata: dict, *, force: bool = False,
+          bf16: frozenset = frozenset()) -> int:
     """Write ``arrays`` ({name: ndarray}) and string ``metadata`` atomically.
 
+    Names in ``bf16`` are stored as BF16: uint16 arrays as the bit patterns they are,
+    float arrays rounded to nearest (ties to even).
     The data goes to a temporary file in the destination folder, is flushed to disk and
     renamed over ``path`` only when complete: an interrupted write leaves no partial file.
     Refuses an existing ``path`` unless ``force``.  Returns the file size in bytes.
@@ -115,10 +134,14 @@ def write(path: str, arrays: dict, metadata: dict, *, force: bool = False) -> in
     header, offset, blobs = {}, 0, []
     for name, arr in arrays.items():
         arr = np.ascontiguousarray(arr)
+        code = None
+        if name in bf16:
+            arr = arr if arr.dtype == np.uint16 else f32_to_bf16(arr)
+            code = "BF16"
         if arr.dtype not in CODES:
             raise InputError(f"{name}: dtype {arr.dtype} cannot be stored in safetensors")
         blob = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {"dtype": CODES[arr.dtype], "shape": list(arr.shape),
+        header[name] = {"dtype": code or CODES[arr.dtype], "shape": list(arr.shape),
                         "data_offsets": [offset, offset + len(blob)]}
         offset += len(blob)
         blobs.append(blob)

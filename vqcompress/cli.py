@@ -107,7 +107,8 @@ def cmd_inspect(args) -> int:
 def cmd_decompress(args) -> int:
     from .io import save_weights
     model = load(args.input)
-    n = save_weights(args.output, model.decompress(), force=args.force)
+    n = save_weights(args.output, model.decompress(), force=args.force,
+                     bf16=model.bf16_names() if args.output.endswith(".safetensors") else ())
     print(f"wrote {args.output}: {len(model)} tensors, {n:,} bytes")
     return 0
 

@@ -168,6 +168,8 @@ def _read_tensor(f, name, rec, entries, data_start, CompressedTensor, file_size)
         raw = parts["raw"]
         if raw.shape != shape:
             raise FormatError(f"raw part has shape {raw.shape}, record says {shape}")
+        if rec["dtype"] == "bfloat16" and raw.dtype != np.uint16:
+            raise FormatError("a raw bfloat16 tensor must be stored as uint16 bit patterns")
         return CompressedTensor(name, shape, rec["dtype"], "raw", raw=raw)
     if method not in QUANTIZERS:
         raise FormatError(f"unknown method {method!r}")

@@ -77,6 +77,13 @@ class WeightsFile(Mapping):
         with open(self.path, "rb") as f:
             return st.read_array(f, self._entries[name], self._data_start)
 
+    def stored(self, name: str) -> np.ndarray:
+        """The tensor exactly as stored: bfloat16 as its uint16 bit patterns."""
+        if self.format == ".safetensors" and self._entries[name].dtype == "BF16":
+            with open(self.path, "rb") as f:
+                return st.read_array(f, self._entries[name], self._data_start, bf16_bits=True)
+        return self[name]
+
     def shape(self, name: str) -> tuple:
         """The tensor's shape, read from the header where the format has one."""
         if self.format == ".safetensors":
@@ -101,12 +108,15 @@ def open_weights(path: str) -> WeightsFile:
     return WeightsFile(os.fspath(path))
 
 
-def save_weights(path: str, arrays: dict, *, force: bool = False) -> int:
-    """Write {name: ndarray} as .safetensors or .npz (atomically); returns the size."""
+def save_weights(path: str, arrays: dict, *, force: bool = False, bf16=()) -> int:
+    """Write {name: ndarray} as .safetensors or .npz (atomically); returns the size.
+
+    Names in ``bf16`` are written as bfloat16 (.safetensors only; float values are rounded
+    to nearest, uint16 arrays taken as bit patterns)."""
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
     if ext == ".safetensors":
-        return _write_safetensors(path, arrays, {}, force=force)
+        return _write_safetensors(path, arrays, {}, force=force, bf16=frozenset(bf16))
     if ext != ".npz":
         raise InputError(f"{path}: can write .safetensors or .npz, not {ext!r}")
     if os.path.exists(path) and not force:

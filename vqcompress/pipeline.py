@@ -16,6 +16,7 @@ import numpy as np
 
 from . import container
 from . import prune as prune_mod
+from ._safetensors import bf16_to_f32
 from ._validation import check_int
 from .coding import streams
 from .coding.sparse import sparse_encode
@@ -58,9 +59,11 @@ class CompressedTensor:
 
     def decompress(self) -> np.ndarray:
         """The dense tensor: raw tensors bit for bit in their dtype; quantized ones as
-        float32 (float16 / float64 sources are returned in their own dtype)."""
+        float32 (float16 / float64 sources are returned in their own dtype).  numpy has no
+        bfloat16: bfloat16 tensors come back as float32 (raw ones with exactly their
+        values; ``save_weights(..., bf16=...)`` writes them back as bfloat16)."""
         if self.method == "raw":
-            return self.raw
+            return bf16_to_f32(self.raw) if self.dtype == "bfloat16" else self.raw
         dense = self.quantizer.decode(self.codes).reshape(self.shape)
         if self.dtype in ("float16", "float64"):
             return dense.astype(self.dtype)
@@ -99,6 +102,10 @@ class CompressedModel:
     def decompress(self) -> dict:
         """{name: dense ndarray} for every tensor."""
         return {n: t.decompress() for n, t in self.tensors.items()}
+
+    def bf16_names(self) -> list:
+        """Tensors whose source dtype was bfloat16 (to write back as such)."""
+        return [n for n, t in self.tensors.items() if t.dtype == "bfloat16"]
 
     def report(self) -> dict:
         """Per-tensor rows and file totals.  Totals come from the real file when the model
@@ -199,8 +206,7 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
             arr = np.asarray(src[name])
             if progress:
                 progress(name, arr.size)
-            dtype = src.source_dtype(name) if path else str(arr.dtype)
-            out[name] = _compress_one(name, arr, dtype, plans[name])
+            out[name] = _compress_one(name, src, path, arr, plans[name])
         return CompressedModel(out, source_bytes=source_bytes)
     futures = {name: executor.submit(compress_task, path, name, plans[name]) for name in src}
     out = {}
@@ -214,7 +220,7 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
 def compress_task(path: str, name: str, options: dict) -> CompressedTensor:
     """One unit of parallel work: read tensor ``name`` from ``path`` and compress it."""
     src = open_weights(path)
-    return _compress_one(name, np.asarray(src[name]), src.source_dtype(name), options)
+    return _compress_one(name, src, path, np.asarray(src[name]), options)
 
 
 def _check_options(name, o):
@@ -249,10 +255,13 @@ def _quantizer(o, sparse):
     return q(n_bits=o["bits"], group_size=o["group_size"])
 
 
-def _compress_one(name, arr, src_dtype, o) -> CompressedTensor:
-    """One tensor with options ``o`` (a plan from the policy; validated)."""
+def _compress_one(name, src, path, arr, o) -> CompressedTensor:
+    """One tensor with options ``o`` (a plan from the policy; validated).  ``src`` is the
+    WeightsFile when ``path`` is set (for the source dtype and the stored bits)."""
     shape = tuple(arr.shape)
-    raw = CompressedTensor(name, shape, src_dtype, "raw", raw=np.ascontiguousarray(arr))
+    src_dtype = src.source_dtype(name) if path else str(arr.dtype)
+    stored = src.stored(name) if path and src_dtype == "bfloat16" else arr
+    raw = CompressedTensor(name, shape, src_dtype, "raw", raw=np.ascontiguousarray(stored))
     if o.get("skip") or arr.dtype.kind != "f" or arr.ndim < 2 or arr.size < o["min_elements"]:
         return raw
     W = arr.astype(np.float32)
