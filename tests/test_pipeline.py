@@ -409,3 +409,39 @@ def test_bf16_rounding_is_nearest_even():
     # 1 + 2^-8 is a tie between 1 and 1 + 2^-7: to even (1.0); 1 + 3*2^-8 rounds up
     np.testing.assert_array_equal(st.bf16_to_f32(st.f32_to_bf16(x))[:4],
                                   [1.0, 1.0, 1.015625, -2.5])
+
+
+def _edit_record(path, out, edit):
+    """Rewrite a .vqz with its tensor records changed by ``edit(records)``."""
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    head = json.loads(data[8:8 + n])
+    records = json.loads(head["__metadata__"]["vqz"])
+    edit(records)
+    head["__metadata__"]["vqz"] = json.dumps(records)
+    raw = json.dumps(head).encode()
+    out.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+    return out
+
+
+def test_codes_beyond_the_codebook_are_rejected(vqz, tmp_path):
+    # codes are n_bits wide and a codebook must have exactly 2**n_bits entries: claiming
+    # 5-bit codes against the stored 16-entry codebook is caught before any lookup
+    def widen(records):
+        records["enc.weight"]["params"]["n_bits"] = 5
+    with pytest.raises(FormatError, match="codebook"):
+        vq.load(_edit_record(vqz, tmp_path / "wide.vqz", widen))
+
+
+def test_record_claiming_a_huge_tensor_is_rejected_fast(vqz, tmp_path):
+    import time
+
+    def huge(records):
+        records["enc.weight"]["shape"] = [10**6, 10**6]
+        records["enc.weight"]["state"]["shape_"] = [10**6, 10**6]
+        records["enc.weight"]["state"]["n_weights_"] = 10**12
+    path = _edit_record(vqz, tmp_path / "huge.vqz", huge)
+    t0 = time.perf_counter()
+    with pytest.raises(FormatError, match="more weights than"):
+        vq.load(path)
+    assert time.perf_counter() - t0 < 1.0
