@@ -445,3 +445,49 @@ def test_record_claiming_a_huge_tensor_is_rejected_fast(vqz, tmp_path):
     with pytest.raises(FormatError, match="more weights than"):
         vq.load(path)
     assert time.perf_counter() - t0 < 1.0
+
+
+def test_save_verifies_by_reading_back(tmp_path, weights, monkeypatch):
+    from vqcompress import container
+    model = vq.compress(weights, method="kmeans", bits=4)
+    real_write = container.write
+
+    def corrupting_write(path, tensors, force=False):
+        size = real_write(path, tensors, force=force)
+        with open(path, "r+b") as f:  # a silent bit flip on the way to the disk
+            f.seek(size - 3)
+            b = f.read(1)
+            f.seek(size - 3)
+            f.write(bytes([b[0] ^ 1]))
+        return size
+
+    monkeypatch.setattr(container, "write", corrupting_write)
+    with pytest.raises(FormatError):
+        model.save(tmp_path / "v.vqz")
+    assert not (tmp_path / "v.vqz").exists()
+    model.save(tmp_path / "nv.vqz", verify=False)  # the user asked not to check
+    assert (tmp_path / "nv.vqz").exists()
+
+
+def test_inspect_verify(vqz, tmp_path, capsys):
+    assert cli(["inspect", "--verify", str(vqz)]) == 0
+    bad = tmp_path / "bad.vqz"
+    data = bytearray(vqz.read_bytes())
+    data[-50] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    assert cli(["inspect", "--verify", str(bad)]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_duplicate_names_in_a_header_are_refused(vqz, tmp_path):
+    data = vqz.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    head = data[8:8 + n].decode()
+    first = head.index('"enc.bias/raw"')
+    entry_end = head.index("}", first) + 1
+    dup = head[:entry_end] + "," + head[first:entry_end] + head[entry_end:]
+    raw = dup.encode()
+    p = tmp_path / "dup.vqz"
+    p.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+    with pytest.raises(FormatError, match="twice"):
+        vq.load(p)

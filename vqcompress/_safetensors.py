@@ -38,6 +38,20 @@ class Entry:
         self.dtype, self.shape, self.begin, self.end = dtype, shape, begin, end
 
 
+class _Duplicate(Exception):
+    pass
+
+
+def _no_duplicates(pairs):
+    """json object hook: a key given twice is an error (json.loads would keep the last)."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _Duplicate(k)
+        out[k] = v
+    return out
+
+
 def read_header(f, file_size: int, *, what: str) -> tuple[dict, dict, int]:
     """Parse and validate the header of an open binary file.
 
@@ -53,9 +67,11 @@ def read_header(f, file_size: int, *, what: str) -> tuple[dict, dict, int]:
         raise FormatError(f"{what}: header claims {n} bytes but the file has {file_size}")
     raw = f.read(n)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise FormatError(f"{what}: header is not valid JSON ({exc})") from None
+    except _Duplicate as exc:
+        raise FormatError(f"{what}: header names {exc.args[0]!r} twice") from None
     if not isinstance(header, dict):
         raise FormatError(f"{what}: header is not a JSON object")
     meta = header.pop("__metadata__", None) or {}

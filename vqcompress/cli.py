@@ -25,13 +25,15 @@ def _zstd_ratio(path: str) -> float | None:
 def _table(report: dict) -> str:
     lines = [f"{'tensor':<44} {'shape':>12} {'method':>7} {'sparse':>6} "
              f"{'codes: coding bits/H':>21} {'index: coding bits/H':>21} "
-             f"{'bits/w':>7} {'bytes':>10} {'SQNR dB':>8}"]
+             f"{'bits/w':>7} {'bytes':>10} {'SQNR dB / why raw':>8}"]
     for r in report["tensors"]:
         shape = "x".join(str(s) for s in r["shape"]) or "scalar"
         sq = "" if r["sqnr_db"] is None else f"{r['sqnr_db']:.2f}"
         streams_ = [f"{st['coding']:>7} {st['coded_bits']:6.3f}/{st['entropy_bits']:.3f}"
                     if st else "" for st in (r.get("codes_stream"), r.get("index_stream"))]
         sparse = "" if r.get("sparsity") is None else f"{100 * r['sparsity']:.0f}%"
+        if r.get("raw_reason"):
+            sq = r["raw_reason"]
         lines.append(f"{r['name'][:44]:<44} {shape:>12} {r['method']:>7} {sparse:>6} "
                      f"{streams_[0]:>21} {streams_[1]:>21} "
                      f"{r['bits_per_weight']:>7.3f} {r['bytes'] + r['header_bytes']:>10} {sq:>8}")
@@ -89,7 +91,7 @@ def cmd_compress(args) -> int:
         close()
         if pool is not None:
             pool.shutdown()
-    model.save(args.output, force=args.force)
+    model.save(args.output, force=args.force, verify=not args.no_verify)
     report = model.report()
     report["totals"]["zstd_ratio"] = _zstd_ratio(args.input)
     report["totals"]["output"] = args.output
@@ -98,7 +100,9 @@ def cmd_compress(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    model = load(args.file)
+    model = load(args.file)  # checks every length, shape, table and checksum
+    if args.verify:
+        model.verify()       # and decodes every tensor to dense
     report = model.report()
     print(json.dumps(report, indent=1) if args.json else _table(report))
     return 0
@@ -178,11 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.add_argument("--force", action="store_true", help="overwrite an existing output")
+    c.add_argument("--no-verify", action="store_true",
+                   help="skip reading the written file back to check it")
     c.set_defaults(func=cmd_compress)
 
     i = sub.add_parser("inspect", help="validate a .vqz file and show its tensors and sizes")
     i.add_argument("file")
     i.add_argument("--json", action="store_true")
+    i.add_argument("--verify", action="store_true",
+                   help="also decode every tensor to dense (exit 2 on any fault)")
     i.set_defaults(func=cmd_inspect)
 
     d = sub.add_parser("decompress", help="write a .vqz file back as dense .safetensors/.npz")

@@ -122,10 +122,12 @@ def read(path: str) -> dict:
             raise FormatError(f"{path}: .vqz version {meta.get('version')!r} is not supported "
                               f"(this reader knows version {VERSION})")
         try:
-            records = json.loads(meta.get(FORMAT, ""))
+            records = json.loads(meta.get(FORMAT, ""), object_pairs_hook=st._no_duplicates)
             assert isinstance(records, dict)
-        except (json.JSONDecodeError, AssertionError):
+        except (json.JSONDecodeError, AssertionError, RecursionError):
             raise FormatError(f"{path}: tensor records are not a JSON object") from None
+        except st._Duplicate as exc:
+            raise FormatError(f"{path}: tensor {exc.args[0]!r} is recorded twice") from None
         claimed = {f"{n}/{p}" for n, r in records.items()
                    for p in (r.get("parts", {}) if isinstance(r, dict) else {})}
         if claimed != set(entries):

@@ -20,7 +20,7 @@ from ._safetensors import bf16_to_f32
 from ._validation import check_int
 from .coding import streams
 from .coding.sparse import sparse_encode
-from .errors import InputError, TooFewValuesError, VQCompressError
+from .errors import FormatError, InputError, TooFewValuesError, VQCompressError
 from .io import open_weights
 from .policy import parse_policy, plan_for
 
@@ -93,11 +93,32 @@ class CompressedModel:
     def __len__(self):
         return len(self.tensors)
 
-    def save(self, path: str, *, force: bool = False) -> int:
-        """Write the .vqz file atomically; returns (and remembers) its size in bytes."""
-        self.file_bytes = container.write(os.fspath(path), self.tensors, force=force)
-        self.path = os.fspath(path)
-        return self.file_bytes
+    def save(self, path: str, *, force: bool = False, verify: bool = True) -> int:
+        """Write the .vqz file atomically; returns (and remembers) its size in bytes.
+
+        With ``verify`` (default) the file is read back through the validating reader and
+        every part compared with what was meant to be written; on any difference the file
+        is removed and FormatError raised.
+        """
+        path = os.fspath(path)
+        size = container.write(path, self.tensors, force=force)
+        if verify:
+            try:
+                _verify_written(path, self.tensors)
+            except BaseException:
+                os.unlink(path)
+                raise
+        self.file_bytes, self.path = size, path
+        return size
+
+    def verify(self) -> None:
+        """Decode every tensor to dense and check shape and finiteness (FormatError)."""
+        for name, t in self.tensors.items():
+            dense = t.decompress()
+            if tuple(dense.shape) != tuple(t.shape):
+                raise FormatError(f"tensor {name!r}: decodes to {dense.shape}, not {t.shape}")
+            if dense.dtype.kind == "f" and not np.isfinite(dense).all():
+                raise FormatError(f"tensor {name!r}: decodes to non-finite values")
 
     def decompress(self) -> dict:
         """{name: dense ndarray} for every tensor."""
@@ -121,6 +142,7 @@ class CompressedModel:
                          "codes_stream": t.info.get("codes"),
                          "index_stream": t.info.get("index"),
                          "sparsity": t.info.get("sparsity") if t.index_bits else None,
+                         "raw_reason": t.info.get("raw_reason"),
                          "bytes": nbytes, "header_bytes": head,
                          "bits_per_weight": (nbytes + head) * 8 / max(t.size, 1),
                          "sqnr_db": t.info.get("sqnr_db")})
@@ -136,6 +158,17 @@ class CompressedModel:
     def __repr__(self):
         size = f"{self.file_bytes} bytes" if self.file_bytes else "not saved"
         return f"CompressedModel({len(self)} tensors, {size})"
+
+
+def _verify_written(path, tensors) -> None:
+    back = container.read(path)
+    if set(back) != set(tensors):
+        raise FormatError(f"{path}: verification failed: tensor names differ")
+    for name, t in tensors.items():
+        a, b = container.tensor_parts(t), container.tensor_parts(back[name])
+        if set(a) != set(b) or any(a[k].dtype != b[k].dtype or not np.array_equal(a[k], b[k])
+                                   for k in a):
+            raise FormatError(f"{path}: verification failed for tensor {name!r}")
 
 
 def load(path: str) -> CompressedModel:
@@ -262,7 +295,11 @@ def _compress_one(name, src, path, arr, o) -> CompressedTensor:
     src_dtype = src.source_dtype(name) if path else str(arr.dtype)
     stored = src.stored(name) if path and src_dtype == "bfloat16" else arr
     raw = CompressedTensor(name, shape, src_dtype, "raw", raw=np.ascontiguousarray(stored))
-    if o.get("skip") or arr.dtype.kind != "f" or arr.ndim < 2 or arr.size < o["min_elements"]:
+    reason = ("policy skip" if o.get("skip") else f"{arr.dtype} dtype" if arr.dtype.kind != "f"
+              else f"rank {arr.ndim}" if arr.ndim < 2
+              else f"under {o['min_elements']} weights" if arr.size < o["min_elements"] else None)
+    if reason:
+        raw.info["raw_reason"] = reason
         return raw
     W = arr.astype(np.float32)
     sparse = o["prune"] is not None
@@ -272,6 +309,7 @@ def _compress_one(name, src, path, arr, o) -> CompressedTensor:
         codes = q.fit_encode(target)
     except TooFewValuesError as exc:
         warnings.warn(f"tensor {name!r}: {exc}; stored raw", stacklevel=3)
+        raw.info["raw_reason"] = "too few distinct values"
         return raw
     except VQCompressError as exc:
         raise type(exc)(f"tensor {name!r}: {exc}") from None
@@ -289,7 +327,10 @@ def _compress_one(name, src, path, arr, o) -> CompressedTensor:
     t.info["sqnr_db"] = round(float(10 * np.log10(signal / err)), 3) if err > 0 and signal > 0 \
         else None
     t.info["sparsity"] = round(float(np.mean(codes == 0)), 6) if sparse else None
-    return t if t.nbytes < raw.nbytes or sparse else raw
+    if t.nbytes < raw.nbytes or sparse:
+        return t
+    raw.info["raw_reason"] = "no gain"
+    return raw
 
 
 def _sparse_tensor(name, shape, src_dtype, q, codes, entropy, index_bits):
