@@ -64,3 +64,20 @@ def test_process_pool_gives_the_same_file(tmp_path, monkeypatch):
 def test_executor_needs_a_path():
     with cf.ThreadPoolExecutor(1) as pool, pytest.raises(InputError, match="path"):
         vq.compress({"w": np.ones((40, 40), np.float32)}, executor=pool)
+
+
+def test_same_file_for_any_numba_thread_count(tmp_path):
+    """Byte-identical output across runs and NUMBA_NUM_THREADS (each a fresh process)."""
+    import os
+    import subprocess
+    import sys
+    outs = []
+    for threads in ("1", "2", "2"):
+        out = tmp_path / f"t{threads}-{len(outs)}.vqz"
+        env = {**os.environ, "NUMBA_NUM_THREADS": threads}
+        subprocess.run([sys.executable, "-m", "vqcompress", "compress", EXAMPLE, str(out),
+                        "--method", "pq", "--bits", "6", "--block-size", "4",
+                        "--policy", "fc2.weight=method:kmeans,prune:0.6", "--json"],
+                       env=env, check=True, capture_output=True)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] == outs[2]

@@ -52,6 +52,10 @@ class BaseQuantizer(BaseEstimator):
     def _check_n_bits(self, high: int = 16) -> int:
         return check_int(self.n_bits, name="n_bits", low=1, high=high)
 
+    def _check_params(self):
+        """Validate the constructor parameters (InputError); returns what ``fit`` needs."""
+        raise NotImplementedError
+
     def _check_vector_params(self) -> tuple[int, int, int, np.dtype]:
         """(n_bits, block_size, max_iter, codebook dtype) of a block quantizer, validated."""
         from ..cluster import INITS
@@ -112,17 +116,28 @@ class BaseQuantizer(BaseEstimator):
 
     @classmethod
     def from_parts(cls, params: dict, meta: dict, arrays: dict):
-        """Rebuild a fitted quantizer from ``to_parts`` output, validating every array's
-        dtype and shape against the parameters (FormatError on any mismatch)."""
-        from ..errors import FormatError
+        """Rebuild a fitted quantizer from ``to_parts`` output: the parameters pass the same
+        checks as ``fit``, the learned scalars must be in range, and every array's dtype and
+        shape must match the parameters (FormatError on any mismatch)."""
+        from ..errors import FormatError, VQCompressError
 
         try:
             q = cls(**params)
+            q._check_params()
             for k in cls._STATE_META:
                 v = meta[k]
-                setattr(q, k, tuple(int(x) for x in v) if k == "shape_" else int(v))
+                if k == "shape_":
+                    v = tuple(v)
+                    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                               for x in v):
+                        raise ValueError(f"bad shape {v!r}")
+                elif not isinstance(v, int) or isinstance(v, bool) or v < (0 if k == "n_weights_" else 1):
+                    raise ValueError(f"{k} = {v!r}")
+                setattr(q, k, v)
             q._restore_arrays(arrays)
-        except (KeyError, TypeError, ValueError) as exc:
+        except VQCompressError as exc:
+            raise FormatError(f"{cls.__name__}: bad stored parameters ({exc})") from None
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise FormatError(f"{cls.__name__}: bad stored state ({exc})") from None
         return q
 

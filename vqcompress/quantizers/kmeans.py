@@ -53,10 +53,7 @@ class KMeansQuantizer(BaseQuantizer):
 
     def fit(self, W, sample_weight=None):
         """Learn the codebook from W (any shape; weights with sample_weight 0 are ignored)."""
-        n_bits = self._check_n_bits()
-        cb_dtype = self._check_codebook_dtype()
-        check_choice(self.init, name="init", choices=INITS + ("optimal",))
-        max_iter = check_int(self.max_iter, name="max_iter", low=1)
+        n_bits, cb_dtype, max_iter = self._check_params()
         W = as_float_array(W, name="W")
         x = W.reshape(-1)
         w = as_sample_weight(None if sample_weight is None else np.ravel(sample_weight),
@@ -64,8 +61,6 @@ class KMeansQuantizer(BaseQuantizer):
         k = 1 << n_bits
         zero = bool(self.zero_codeword)
         if zero:
-            if n_bits < 2:
-                raise InputError("zero_codeword needs n_bits >= 2")
             w = np.where(x != 0, w, 0.0)
             k -= 1
             if not (w > 0).any():
@@ -83,6 +78,15 @@ class KMeansQuantizer(BaseQuantizer):
         err = (self.codebook_.astype(np.float64)[codes] - x) ** 2
         self.inertia_ = float(w @ err)
         return self
+
+    def _check_params(self):
+        n_bits = self._check_n_bits()
+        cb_dtype = self._check_codebook_dtype()
+        check_choice(self.init, name="init", choices=INITS + ("optimal",))
+        max_iter = check_int(self.max_iter, name="max_iter", low=1)
+        if self.zero_codeword and n_bits < 2:
+            raise InputError("zero_codeword needs n_bits >= 2")
+        return n_bits, cb_dtype, max_iter
 
     def encode(self, W) -> np.ndarray:
         """Index of the nearest codebook value for each weight; same shape as W."""

@@ -60,7 +60,7 @@ class ProductQuantizer(BlockQuantizer):
     def fit(self, W):
         """Learn the codebook(s) from W of shape (out_features, in_features) (or N-D, see
         ``as_matrix``)."""
-        n_bits, d, max_iter, cb_dtype = self._check_vector_params()
+        n_bits, d, max_iter, cb_dtype = self._check_params()
         Wm = as_matrix(W)
         blocks = to_blocks(Wm, d)  # (out, nb, d)
         out, nb, _ = blocks.shape
@@ -75,6 +75,9 @@ class ProductQuantizer(BlockQuantizer):
         self.shape_ = np.shape(W)
         self.n_weights_ = int(Wm.size)
         return self
+
+    def _check_params(self):
+        return self._check_vector_params()
 
     def encode(self, W) -> np.ndarray:
         """Codes of shape (out_features, n_blocks): the nearest codeword of each block."""

@@ -60,10 +60,7 @@ class ResidualQuantizer(BlockQuantizer):
 
     def fit(self, W):
         """Learn the stage codebooks from W of shape (out_features, in_features)."""
-        n_bits, d, max_iter, cb_dtype = self._check_vector_params()
-        n_stages = check_int(self.n_stages, name="n_stages", low=1)
-        beam = check_int(self.beam_size, name="beam_size", low=1)
-        n_refine = check_int(self.n_refine, name="n_refine", low=0)
+        n_bits, d, max_iter, cb_dtype, n_stages, beam, n_refine = self._check_params()
         Wm = as_matrix(W)
         blocks = to_blocks(Wm, d)
         k = 1 << n_bits
@@ -90,6 +87,12 @@ class ResidualQuantizer(BlockQuantizer):
         self.shape_ = np.shape(W)
         self.n_weights_ = int(Wm.size)
         return self
+
+    def _check_params(self):
+        return (*self._check_vector_params(),
+                check_int(self.n_stages, name="n_stages", low=1),
+                check_int(self.beam_size, name="beam_size", low=1),
+                check_int(self.n_refine, name="n_refine", low=0))
 
     def encode(self, W) -> np.ndarray:
         """Codes of shape (out_features, n_blocks, n_stages), by beam search."""

@@ -51,15 +51,7 @@ class UniformQuantizer(BaseQuantizer):
 
     def fit(self, W):
         """Choose the scale (and zero point) of every group of W."""
-        n_bits = check_int(self.n_bits, name="n_bits", low=2 if self.symmetric else 1, high=16)
-        check_choice(self.clip, name="clip", choices=("minmax", "mse"))
-        sdtype = np.dtype(check_choice(self.scale_dtype, name="scale_dtype",
-                                       choices=SCALE_DTYPES))
-        if not (self.group_size in ("tensor", "channel") or (
-                isinstance(self.group_size, numbers.Integral) and not isinstance(self.group_size, bool)
-                and self.group_size >= 1)):
-            raise InputError(f"group_size must be 'tensor', 'channel' or a positive integer, "
-                             f"got {self.group_size!r}")
+        n_bits, sdtype = self._check_params()
         Wm = as_matrix(W)
         self.in_features_ = Wm.shape[1]
         self.shape_ = np.shape(W)
@@ -83,6 +75,18 @@ class UniformQuantizer(BaseQuantizer):
         self.zero_points_ = None if best_zero is None else \
             best_zero[..., 0].astype(code_dtype(n_bits))
         return self
+
+    def _check_params(self):
+        n_bits = check_int(self.n_bits, name="n_bits", low=2 if self.symmetric else 1, high=16)
+        check_choice(self.clip, name="clip", choices=("minmax", "mse"))
+        sdtype = np.dtype(check_choice(self.scale_dtype, name="scale_dtype",
+                                       choices=SCALE_DTYPES))
+        if not (self.group_size in ("tensor", "channel") or (
+                isinstance(self.group_size, numbers.Integral)
+                and not isinstance(self.group_size, bool) and self.group_size >= 1)):
+            raise InputError(f"group_size must be 'tensor', 'channel' or a positive integer, "
+                             f"got {self.group_size!r}")
+        return n_bits, sdtype
 
     def encode(self, W) -> np.ndarray:
         """Unsigned codes of shape (out_features, in_features)."""
