@@ -6,14 +6,16 @@ final labels (faiss: one search after training).  Inertia recomputed the same wa
 
     python benchmarks/bench_block_kmeans.py
 """
+import _harness  # noqa: F401  (first: pins thread counts before numba, BLAS, faiss start)
+
 import faiss
 import numpy as np
 from safetensors.numpy import load_file
 from sklearn.cluster import KMeans
 
-import _harness  # noqa: F401  (sets thread counts first)
 import vqcompress as vq
 from _harness import best_of, header, minilm_safetensors, table
+
 
 TENSOR = "encoder.layer.0.intermediate.dense.weight"
 

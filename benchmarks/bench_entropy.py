@@ -5,25 +5,19 @@ dahuffman and constriction, same process, same data.
 
 Sizes are compared with the Shannon entropy and with an optimal (unlimited) Huffman code.
 """
+import _harness  # noqa: F401  (first: pins thread counts before numba, BLAS, faiss start)
+
 import argparse
-import heapq
+import os
+import sys
 
 import numpy as np
 
-import _harness  # noqa: F401  (sets thread counts first)
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+
 from _harness import best_of, header, table
+from naive import huffman_total_bits as optimal_huffman_bits
 from vqcompress.coding import huffman, rans
-
-
-def optimal_huffman_bits(freqs):
-    heap = [int(f) for f in freqs if f > 0]
-    heapq.heapify(heap)
-    total = 0
-    while len(heap) > 1:
-        a, b = heapq.heappop(heap), heapq.heappop(heap)
-        total += a + b
-        heapq.heappush(heap, a + b)
-    return total
 
 
 def main():

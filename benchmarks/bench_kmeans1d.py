@@ -6,13 +6,14 @@ each method's centers.
 
     python benchmarks/bench_kmeans1d.py [--n 1000000]
 """
+import _harness  # noqa: F401  (first: pins thread counts before numba, BLAS, faiss start)
+
 import argparse
 
 import faiss
 import numpy as np
 from sklearn.cluster import KMeans
 
-import _harness  # noqa: F401  (sets thread counts first)
 import vqcompress as vq
 from _harness import best_of, header, table
 

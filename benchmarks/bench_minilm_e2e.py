@@ -4,6 +4,8 @@ file size, ratio, bits per weight, and zstd on the same input.
 
     python benchmarks/bench_minilm_e2e.py [--jobs 1]
 """
+import _harness  # noqa: F401  (first: pins thread counts before numba, BLAS, faiss start)
+
 import argparse
 import json
 import os
@@ -12,8 +14,8 @@ import sys
 import tempfile
 import time
 
-import _harness  # noqa: F401  (sets thread counts first)
 from _harness import header, minilm_safetensors, table
+
 
 SETTINGS = {
     "kmeans 4 bits": ["--method", "kmeans", "--bits", "4"],

@@ -8,6 +8,8 @@ rejected the files (so we see the mutations reach past the checksums).
 
     python benchmarks/fuzz_vqz.py [--cases 50000] [--batch 2500] [--workers 2]
 """
+import _harness  # noqa: F401  (first: pins thread counts before numba, BLAS, faiss start)
+
 import argparse
 import collections
 import multiprocessing as mp
@@ -18,11 +20,9 @@ import sys
 import tempfile
 import time
 
-import _harness  # noqa: F401  (sets thread counts first)
-
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
-from _harness import header, table  # noqa: E402
+from _harness import header, table
 
 
 def run_batch(args):

@@ -43,8 +43,8 @@ def test_stored_parameters_pass_the_fit_checks(bases, scratch):
     records = json.loads(head["__metadata__"]["vqz"])
     records["w"]["params"]["group_size"] = 0
     head["__metadata__"]["vqz"] = json.dumps(records)
-    from vqcompress import FormatError
     import vqcompress as vq
+    from vqcompress import FormatError
     with open(scratch, "wb") as f:
         f.write(mut.join(head, body))
     with pytest.raises(FormatError, match="group_size"):
