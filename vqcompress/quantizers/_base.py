@@ -141,6 +141,13 @@ class BaseQuantizer(BaseEstimator):
             raise FormatError(f"{cls.__name__}: bad stored state ({exc})") from None
         return q
 
+    def decode_rows(self, codes, rows) -> np.ndarray:
+        """float32 rows (len(rows), in_features) of the weight matrix from the codes of
+        those rows (codes[rows] of the full code array); ``rows`` is an index array or a
+        slice.  Core: codes and rows are trusted (they come from a validated file)."""
+        dense = self.decode(codes)
+        return dense.reshape(dense.shape[0], -1) if dense.ndim != 2 else dense
+
     def code_shape(self) -> tuple:
         """Shape of ``encode``'s output for the fitted tensor."""
         self._check_fitted()

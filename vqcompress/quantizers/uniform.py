@@ -112,6 +112,24 @@ class UniformQuantizer(BaseQuantizer):
         out = (q if zero is None else q - zero) * scale
         return self._ungroup(out, codes.shape).astype(np.float32)
 
+    def decode_rows(self, codes, rows) -> np.ndarray:
+        """float32 rows of the weight matrix from codes[rows] (see BaseQuantizer)."""
+        self._check_fitted()
+        q = np.asarray(codes).astype(np.float64)
+        n = q.shape[0]
+        if self.group_size == "tensor":  # one group: the scale does not depend on the row
+            G = q.reshape(n, 1, -1)
+            scale, zero = self._params()
+        else:
+            G = self._groups(q)
+            scale = self.scales_.astype(np.float64)[rows][..., None]
+            zero = None if self.zero_points_ is None else \
+                self.zero_points_.astype(np.float64)[rows][..., None]
+        if self.symmetric:
+            G = G - (1 << (self.n_bits - 1))
+        out = (G if zero is None else G - zero) * scale
+        return out.reshape(n, -1)[:, : self.in_features_].astype(np.float32)
+
     # -- grouping -------------------------------------------------------------------------
     def _groups(self, M):
         """(n_rows, n_groups, group_len) view of a (rows, in) matrix; the last group of a row

@@ -1,0 +1,153 @@
+"""Layers that compute from codes, against x @ dense_weight().T + b in float64."""
+import numpy as np
+import pytest
+
+import vqcompress as vq
+from vqcompress import FormatError, InputError, nn
+from vqcompress.examples.digits import forward, load_data, load_weights
+
+SETTINGS = {
+    "pq": dict(method="pq", bits=6, block_size=4),
+    "pq8": dict(method="pq", bits=8, block_size=8),
+    "rq": dict(method="rq", bits=4, block_size=4, stages=2),
+    "kmeans": dict(method="kmeans", bits=4),
+    "sparse": dict(method="kmeans", bits=5, prune=0.7),
+    "uniform": dict(method="uniform", bits=4, group_size=16),
+}
+
+
+@pytest.fixture(scope="module")
+def layers(tmp_path_factory):
+    """One 37-input layer (not a multiple of any block size) per setting, with a bias."""
+    r = np.random.default_rng(0)
+    w = {"l.weight": r.normal(size=(300, 37)).astype(np.float32),
+         "l.bias": r.normal(size=300).astype(np.float32)}
+    out = {}
+    for key, opts in SETTINGS.items():
+        p = tmp_path_factory.mktemp(key) / "m.vqz"
+        vq.compress(w, min_elements=16, **opts).save(p)
+        out[key] = nn.load(p)["l.weight"]
+    return out
+
+
+def _ref(layer, x):
+    return x.astype(np.float64) @ layer.dense_weight().T.astype(np.float64) + layer.bias
+
+
+def _rel(a, b):
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+@pytest.mark.parametrize("key", SETTINGS)
+@pytest.mark.parametrize("batch", [1, 2, 7, 64])
+@pytest.mark.parametrize("path", ["lookup", "tiled"])
+def test_layer_matches_dense(layers, key, batch, path):
+    layer = layers[key]
+    layer.crossover = 1 << 30 if path == "lookup" else 1
+    try:
+        x = np.random.default_rng(batch).normal(size=(batch, 37)).astype(np.float32)
+        y = layer(x)
+        assert y.shape == (batch, 300) and y.dtype == np.float32
+        assert _rel(y, _ref(layer, x)) < 1e-5
+    finally:
+        layer.crossover = nn.CROSSOVER[layer.kind]
+
+
+@pytest.mark.parametrize("key", SETTINGS)
+def test_three_d_inputs_and_odd_widths(layers, key):
+    layer = layers[key]
+    x = np.random.default_rng(5).normal(size=(2, 5, 37)).astype(np.float32)
+    y = layer(x)
+    assert y.shape == (2, 5, 300)
+    assert _rel(y.reshape(10, 300), _ref(layer, x.reshape(10, 37))) < 1e-5
+
+
+def test_dense_weight_is_the_decompressed_weight(tmp_path):
+    r = np.random.default_rng(1)
+    w = {"a.weight": r.normal(size=(64, 40)).astype(np.float32)}
+    p = tmp_path / "m.vqz"
+    vq.compress(w, method="pq", bits=6, block_size=8).save(p)
+    np.testing.assert_array_equal(nn.load(p)["a.weight"].dense_weight(),
+                                  vq.load(p).decompress()["a.weight"])
+
+
+@pytest.mark.parametrize("key", ["pq", "rq", "kmeans", "sparse"])
+def test_mlp_from_vqz_predicts_like_the_dense_model(tmp_path, key):
+    p = tmp_path / "mlp.vqz"
+    vq.compress(load_weights(), min_elements=500, **SETTINGS[key]).save(p)
+    layers = nn.load(p)
+    dense = vq.load(p).decompress()
+    _, _, X, _ = load_data()
+    for batch in (1, 64):
+        h = X[:batch]
+        for i, name in enumerate(("fc1.weight", "fc2.weight", "fc3.weight")):
+            h = layers[name](h)
+            h = np.maximum(h, 0) if i < 2 else h
+        np.testing.assert_array_equal(h.argmax(1), forward(dense, X[:batch]).argmax(1))
+
+
+def test_bad_input(layers):
+    layer = layers["pq"]
+    with pytest.raises(InputError, match="last dimension"):
+        layer(np.ones((2, 36), np.float32))
+    with pytest.raises(InputError, match="floating point"):
+        layer(np.ones((2, 37), np.int64))
+    x = np.ones((3, 37), np.float32)
+    x[1, 4] = np.nan
+    for key in SETTINGS:  # NaN propagates to its rows, no crash
+        y = layers[key](x)
+        assert np.isfinite(y[[0, 2]]).all()
+        if key == "sparse":  # pruned weights are absent: only rows keeping input 4 see it
+            touched = layers[key].dense_weight()[:, 4] != 0
+            np.testing.assert_array_equal(np.isnan(y[1]), touched)
+        else:
+            assert np.isnan(y[1]).all()
+
+
+def test_codes_past_the_codebook_are_rejected_at_load(tmp_path):
+    import json
+    import struct
+    p = tmp_path / "m.vqz"
+    vq.compress({"l.weight": np.random.default_rng(0).normal(size=(64, 32)).astype(
+        np.float32)}, method="pq", bits=4, block_size=4).save(p)
+    data = p.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    head = json.loads(data[8:8 + n])
+    rec = json.loads(head["__metadata__"]["vqz"])
+    rec["l.weight"]["params"]["n_bits"] = 5  # codes could now reach past 16 codewords
+    head["__metadata__"]["vqz"] = json.dumps(rec)
+    raw = json.dumps(head).encode()
+    p.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+    with pytest.raises(FormatError):
+        nn.load(p)
+
+
+def test_memory_is_codes_codebooks_and_one_tile(tmp_path):
+    r = np.random.default_rng(2)
+    w = {"big.weight": r.normal(size=(1024, 512)).astype(np.float32)}
+    p = tmp_path / "m.vqz"
+    vq.compress(w, method="pq", bits=8, block_size=8).save(p)
+    layer = nn.load(p)["big.weight"]
+    layer(np.ones((1, 512), np.float32))
+    assert layer.nbytes == layer.codes.nbytes + layer.books.nbytes  # lookup: no tile yet
+    layer(np.ones((64, 512), np.float32))
+    assert layer.nbytes == layer.codes.nbytes + layer.books.nbytes + 256 * 512 * 4
+    assert layer.nbytes < 1024 * 512 * 4 / 1.9
+
+
+@pytest.mark.parametrize("key", ["pq", "kmeans", "uniform", "sparse"])
+def test_embedding_decodes_looked_up_rows(tmp_path, key):
+    r = np.random.default_rng(3)
+    table = r.normal(size=(500, 24)).astype(np.float32)
+    p = tmp_path / "e.vqz"
+    vq.compress({"tok.embed.weight": table}, min_elements=16, **SETTINGS[key]).save(p)
+    emb = nn.load(p)["tok.embed.weight"]
+    assert isinstance(emb, nn.LUTEmbedding)
+    ids = np.array([[3, 499, 3], [0, 7, 12]])
+    out = emb(ids)
+    assert out.shape == (2, 3, 24)
+    np.testing.assert_allclose(out, emb.dense_weight()[ids], rtol=1e-6, atol=1e-6)
+    with pytest.raises(InputError, match="ids"):
+        emb(np.array([500]))
+    with pytest.raises(InputError, match="integer"):
+        emb(np.array([1.0]))

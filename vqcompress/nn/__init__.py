@@ -1,0 +1,31 @@
+"""numpy layers that compute from a .vqz file's codes: ``load(path)`` and the classes."""
+from __future__ import annotations
+
+import fnmatch
+
+from .layers import CROSSOVER, LUTEmbedding, LUTLinear
+
+__all__ = ["load", "LUTLinear", "LUTEmbedding", "CROSSOVER"]
+
+
+def load(path, *, embeddings=("*embed*",)) -> dict:
+    """The layers of a .vqz file, by weight tensor name.
+
+    Every 2-D tensor whose name ends in 'weight' becomes a ``LUTLinear`` (with the bias
+    stored beside it, ``<prefix>bias``, when there is one), or a ``LUTEmbedding`` when its
+    name matches one of the ``embeddings`` glob patterns.
+    """
+    from ..pipeline import load as load_model
+
+    model = load_model(path)
+    layers = {}
+    for name, t in model.tensors.items():
+        if len(t.shape) != 2 or not name.endswith("weight"):
+            continue
+        if any(fnmatch.fnmatchcase(name, p) for p in embeddings):
+            layers[name] = LUTEmbedding(t)
+            continue
+        bias_name = name[: -len("weight")] + "bias"
+        bias = model.tensors[bias_name].decompress() if bias_name in model.tensors else None
+        layers[name] = LUTLinear(t, bias)
+    return layers

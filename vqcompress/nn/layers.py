@@ -1,0 +1,215 @@
+"""Layers that compute from codes: LUTLinear and LUTEmbedding.
+
+``LUTLinear`` computes y = x @ W.T + b without the dense W:
+- product / residual quantization: per call, a table of partial dot products of each
+  input block with every codeword (one small matrix product per stage), then per output
+  row a sum of table entries picked by the codes;
+- scalar (k-means) codes: per output row, the inputs are summed into one bin per
+  codeword, then one dot product with the codebook;
+- pruned sparse codes: per output row, a gather over its nonzero entries (pruned weights
+  are absent, so a NaN input reaches only the rows that keep a weight on it, where a
+  dense product would multiply it by zero and spread it to every row);
+- for large batches (from ``crossover`` rows of input on) the lookup loses to BLAS: the
+  layer then decodes ``tile_rows`` rows of W at a time into one reusable buffer and
+  multiplies with BLAS, never holding the whole dense matrix.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._kernels.lut import pq_gather, scalar_bins, sparse_gather
+from ..errors import InputError
+
+# Batch size from which the tiled BLAS path is used, per kind; measured by
+# benchmarks/lut_bench.py (see docs/benchmarks.md).
+CROSSOVER = {"pq": 16, "rq": 8, "kmeans": 4, "sparse": 16, "uniform": 1, "raw": 1}
+TILE_ROWS = 256
+
+
+def _as_input(x, n_in: int, name: str) -> tuple[np.ndarray, tuple]:
+    """(x as C-contiguous float32 (B, n_in), leading shape) or InputError."""
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise InputError(f"{name}: input dtype {x.dtype} is not floating point")
+    if x.ndim == 0 or x.shape[-1] != n_in:
+        raise InputError(f"{name}: input has last dimension {x.shape[-1] if x.ndim else None},"
+                         f" expected {n_in}")
+    lead = x.shape[:-1]
+    return np.ascontiguousarray(x.reshape(-1, n_in), dtype=np.float32), lead
+
+
+class LUTLinear:
+    """y = x @ W.T + b from a compressed weight (a CompressedTensor of rank 2).
+
+    Parameters
+    ----------
+    tensor : CompressedTensor, the weight (out_features, in_features)
+    bias : ndarray of shape (out_features,), optional
+    crossover : int, optional, batch size from which the tiled BLAS path runs
+    tile_rows : int, rows of W decoded at a time on that path
+    """
+
+    def __init__(self, tensor, bias=None, *, crossover: int | None = None,
+                 tile_rows: int = TILE_ROWS):
+        if len(tensor.shape) != 2:
+            raise InputError(f"{tensor.name}: LUTLinear needs a 2-D weight, got {tensor.shape}")
+        self.name = tensor.name
+        self.out_features, self.in_features = (int(s) for s in tensor.shape)
+        self.method = tensor.method
+        self.kind = "sparse" if tensor.index_bits else tensor.method
+        self.bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+        if self.bias is not None and self.bias.shape != (self.out_features,):
+            raise InputError(f"{self.name}: bias shape {self.bias.shape}, expected "
+                             f"({self.out_features},)")
+        self.crossover = CROSSOVER[self.kind] if crossover is None else int(crossover)
+        self.tile_rows = int(tile_rows)
+        self.quantizer = tensor.quantizer
+        self._tile = None  # the one reusable decode buffer, made on first use
+        if self.kind == "raw":
+            self.weight = np.ascontiguousarray(tensor.decompress(), dtype=np.float32)
+        elif self.kind in ("pq", "rq"):
+            q = self.quantizer
+            self.codes = np.ascontiguousarray(
+                tensor.codes.reshape(self.out_features, q.n_blocks_, -1))
+            self.books = np.ascontiguousarray(q.codebooks_, dtype=np.float32)
+        elif self.kind == "kmeans":
+            self.codes = np.ascontiguousarray(tensor.codes.reshape(self.out_features, -1))
+            self.codebook = np.ascontiguousarray(self.quantizer.codebook_, dtype=np.float32)
+        elif self.kind == "sparse":
+            dense_codes = tensor.codes.reshape(self.out_features, -1)
+            rows, cols = np.nonzero(dense_codes)
+            self.row_ptr = np.concatenate([[0], np.cumsum(np.bincount(
+                rows, minlength=self.out_features))]).astype(np.int64)
+            self.cols = cols.astype(np.int32)
+            self.codes = np.ascontiguousarray(dense_codes[rows, cols])
+            self.codebook = np.ascontiguousarray(self.quantizer.codebook_, dtype=np.float32)
+        else:  # uniform: decoded tile by tile
+            self.codes = np.ascontiguousarray(tensor.codes.reshape(self.out_features, -1))
+        self.n_weights = self.out_features * self.in_features
+
+    # -- sizes ----------------------------------------------------------------------
+    @property
+    def nbytes(self) -> int:
+        """Bytes this layer holds: codes, codebooks (and sparse columns, bias), plus the
+        tile buffer once the BLAS path has run.  Never the dense matrix (raw layers hold
+        their weight, which is what they are)."""
+        arrays = [getattr(self, a, None) for a in
+                  ("weight", "codes", "books", "codebook", "row_ptr", "cols", "bias", "_tile")]
+        total = sum(a.nbytes for a in arrays if a is not None)
+        if self.quantizer is not None and self.kind == "uniform":
+            total += sum(v.nbytes for v in self.quantizer.to_parts()[1].values())
+        return int(total)
+
+    @property
+    def bits_per_weight(self) -> float:
+        return self.nbytes * 8 / self.n_weights
+
+    # -- compute ----------------------------------------------------------------------
+    def __call__(self, x) -> np.ndarray:
+        x2, lead = _as_input(x, self.in_features, self.name)
+        if self.kind == "raw":
+            y = x2 @ self.weight.T
+        elif x2.shape[0] >= self.crossover:
+            y = self._tiled(x2)
+        else:
+            y = self._lookup(x2)
+        if self.bias is not None:
+            y += self.bias
+        return y.reshape(*lead, self.out_features)
+
+    def _lookup(self, x2):
+        B = x2.shape[0]
+        out = np.empty((B, self.out_features), dtype=np.float32)
+        if self.kind in ("pq", "rq"):
+            q = self.quantizer
+            d = q.block_size
+            pad = q.n_blocks_ * d - self.in_features
+            xb = np.pad(x2, ((0, 0), (0, pad))) if pad else x2
+            xb = xb.reshape(B * q.n_blocks_, d)
+            if self.kind == "pq" and self.books.shape[0] > 1:  # one codebook per block
+                tables = np.einsum("bjd,jkd->bjk", xb.reshape(B, q.n_blocks_, d),
+                                   self.books)[None]
+            else:  # shared codebook (pq) or one per stage (rq)
+                tables = np.matmul(xb[None], np.transpose(self.books, (0, 2, 1)))
+                tables = tables.reshape(self.books.shape[0], B, q.n_blocks_, -1)
+            pq_gather(np.ascontiguousarray(tables, dtype=np.float32), self.codes, out)
+        elif self.kind == "kmeans":
+            scalar_bins(x2, self.codes, self.codebook, out)
+        elif self.kind == "sparse":
+            sparse_gather(x2, self.row_ptr, self.cols, self.codes, self.codebook, out)
+        else:
+            return self._tiled(x2)
+        return out
+
+    def _tiled(self, x2):
+        out = np.empty((x2.shape[0], self.out_features), dtype=np.float32)
+        if self._tile is None:
+            self._tile = np.empty((min(self.tile_rows, self.out_features), self.in_features),
+                                  dtype=np.float32)
+        for r0 in range(0, self.out_features, self.tile_rows):
+            r1 = min(r0 + self.tile_rows, self.out_features)
+            tile = self._tile[: r1 - r0]
+            tile[...] = self._decode_rows(slice(r0, r1))
+            np.matmul(x2, tile.T, out=out[:, r0:r1])
+        return out
+
+    def _decode_rows(self, rows) -> np.ndarray:
+        if self.kind == "raw":
+            return self.weight[rows]
+        if self.kind == "sparse":
+            r = np.arange(self.out_features)[rows]
+            dense = np.zeros((len(r), self.in_features), dtype=np.float32)
+            for i, o in enumerate(r):
+                a, b = self.row_ptr[o], self.row_ptr[o + 1]
+                dense[i, self.cols[a:b]] = self.codebook[self.codes[a:b]]
+            return dense
+        codes = self.codes[rows]
+        if self.kind == "pq":
+            codes = codes[..., 0]
+        return self.quantizer.decode_rows(codes, rows)
+
+    def dense_weight(self) -> np.ndarray:
+        """The dense float32 weight (out_features, in_features), for checking."""
+        return self._decode_rows(slice(0, self.out_features))
+
+    def __repr__(self):
+        return (f"LUTLinear({self.name!r}, {self.in_features} -> {self.out_features}, "
+                f"{self.kind}, {self.bits_per_weight:.3f} bits/weight held, "
+                f"{self.nbytes} bytes)")
+
+
+class LUTEmbedding:
+    """Rows of a compressed (vocab, dim) table, decoding only the rows looked up."""
+
+    def __init__(self, tensor):
+        if len(tensor.shape) != 2:
+            raise InputError(f"{tensor.name}: LUTEmbedding needs a 2-D table, got {tensor.shape}")
+        self.linear = LUTLinear(tensor, crossover=1 << 30)
+        self.name = tensor.name
+        self.num_embeddings, self.embedding_dim = (int(s) for s in tensor.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.linear.nbytes
+
+    @property
+    def bits_per_weight(self) -> float:
+        return self.linear.bits_per_weight
+
+    def __call__(self, ids) -> np.ndarray:
+        ids = np.asarray(ids)
+        if ids.dtype.kind not in "iu":
+            raise InputError(f"{self.name}: ids dtype {ids.dtype} is not an integer type")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings):
+            raise InputError(f"{self.name}: ids must lie in [0, {self.num_embeddings})")
+        flat = ids.reshape(-1).astype(np.int64)
+        uniq, inverse = np.unique(flat, return_inverse=True)
+        rows = self.linear._decode_rows(uniq)
+        return rows[inverse].reshape(*ids.shape, self.embedding_dim)
+
+    def dense_weight(self) -> np.ndarray:
+        return self.linear.dense_weight()
+
+    def __repr__(self):
+        return (f"LUTEmbedding({self.name!r}, {self.num_embeddings} x {self.embedding_dim}, "
+                f"{self.linear.kind}, {self.nbytes} bytes)")
