@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._kernels.lut import pq_gather, scalar_bins, sparse_gather
+from .._kernels import lut
 from ..errors import InputError
 
 # Batch size from which the tiled BLAS path is used, per kind; measured by
 # benchmarks/lut_bench.py (see docs/benchmarks.md).
 CROSSOVER = {"pq": 16, "rq": 8, "kmeans": 4, "sparse": 16, "uniform": 1, "raw": 1}
 TILE_ROWS = 256
+# Below this many multiply-or-gathers a call runs the serial kernels: starting Numba's
+# thread pool costs more than the work (the results are the same either way).
+PARALLEL_WORK = 1 << 18
 
 
 def _as_input(x, n_in: int, name: str) -> tuple[np.ndarray, tuple]:
@@ -72,6 +75,9 @@ class LUTLinear:
             self.codes = np.ascontiguousarray(
                 tensor.codes.reshape(self.out_features, q.n_blocks_, -1))
             self.books = np.ascontiguousarray(q.codebooks_, dtype=np.float32)
+            # transposed twin for the table builder (inner loop over contiguous codewords);
+            # codebooks are small, so holding both costs little and is counted in nbytes
+            self.books_t = np.ascontiguousarray(np.transpose(self.books, (0, 2, 1)))
         elif self.kind == "kmeans":
             self.codes = np.ascontiguousarray(tensor.codes.reshape(self.out_features, -1))
             self.codebook = np.ascontiguousarray(self.quantizer.codebook_, dtype=np.float32)
@@ -94,7 +100,8 @@ class LUTLinear:
         tile buffer once the BLAS path has run.  Never the dense matrix (raw layers hold
         their weight, which is what they are)."""
         arrays = [getattr(self, a, None) for a in
-                  ("weight", "codes", "books", "codebook", "row_ptr", "cols", "bias", "_tile")]
+                  ("weight", "codes", "books", "books_t", "codebook", "row_ptr", "cols",
+                   "bias", "_tile")]
         total = sum(a.nbytes for a in arrays if a is not None)
         if self.quantizer is not None and self.kind == "uniform":
             total += sum(v.nbytes for v in self.quantizer.to_parts()[1].values())
@@ -120,23 +127,22 @@ class LUTLinear:
     def _lookup(self, x2):
         B = x2.shape[0]
         out = np.empty((B, self.out_features), dtype=np.float32)
+        work = B * self.codes.size
+        par = work >= PARALLEL_WORK
         if self.kind in ("pq", "rq"):
             q = self.quantizer
-            d = q.block_size
-            pad = q.n_blocks_ * d - self.in_features
-            xb = np.pad(x2, ((0, 0), (0, pad))) if pad else x2
-            xb = xb.reshape(B * q.n_blocks_, d)
-            if self.kind == "pq" and self.books.shape[0] > 1:  # one codebook per block
-                tables = np.einsum("bjd,jkd->bjk", xb.reshape(B, q.n_blocks_, d),
-                                   self.books)[None]
-            else:  # shared codebook (pq) or one per stage (rq)
-                tables = np.matmul(xb[None], np.transpose(self.books, (0, 2, 1)))
-                tables = tables.reshape(self.books.shape[0], B, q.n_blocks_, -1)
-            pq_gather(np.ascontiguousarray(tables, dtype=np.float32), self.codes, out)
+            M = self.codes.shape[2]
+            K = self.books.shape[1]
+            tables = np.empty((B, q.n_blocks_, M, K), dtype=np.float32)
+            lut.build_tables(x2, self.books_t, q.block_size, tables)
+            (lut.gather_parallel if par else lut.gather)(
+                tables.reshape(B, -1), self.codes.reshape(self.out_features, -1), out)
         elif self.kind == "kmeans":
-            scalar_bins(x2, self.codes, self.codebook, out)
+            (lut.scalar_bins_parallel if par else lut.scalar_bins)(
+                x2, self.codes, self.codebook, out)
         elif self.kind == "sparse":
-            sparse_gather(x2, self.row_ptr, self.cols, self.codes, self.codebook, out)
+            (lut.sparse_gather_parallel if par else lut.sparse_gather)(
+                x2, self.row_ptr, self.cols, self.codes, self.codebook, out)
         else:
             return self._tiled(x2)
         return out
@@ -149,7 +155,12 @@ class LUTLinear:
         for r0 in range(0, self.out_features, self.tile_rows):
             r1 = min(r0 + self.tile_rows, self.out_features)
             tile = self._tile[: r1 - r0]
-            tile[...] = self._decode_rows(slice(r0, r1))
+            if self.kind in ("pq", "rq"):
+                lut.decode_block_rows(self.codes[r0:r1], self.books, self.in_features, tile)
+            elif self.kind == "kmeans":
+                lut.decode_scalar_rows(self.codes[r0:r1], self.codebook, tile)
+            else:
+                tile[...] = self._decode_rows(slice(r0, r1))
             np.matmul(x2, tile.T, out=out[:, r0:r1])
         return out
 

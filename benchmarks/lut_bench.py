@@ -1,0 +1,92 @@
+"""Lookup-table layers against numpy float32 `x @ W.T` (BLAS), same process.
+
+Shapes of all-MiniLM-L6-v2 (384x384, 1536x384, 384x1536) and LLM-sized (4096x4096,
+11008x4096); batch 1, 8, 64; PQ 8-dim x 256 (1 bit/weight), RQ 2 stages of 8-dim x 256
+(2 bits/weight), k-means 4 bits.  Compute cost does not depend on codebook values, so each
+layer is built from a quantizer fitted on a small sample of the same width, with random
+codes at full size.  "speed vs BLAS" > 1 means faster than BLAS.  Also measures the
+batch from which the tiled BLAS path beats the lookup (the dispatch crossover).
+
+    python benchmarks/lut_bench.py [--quick]
+"""
+import _harness  # noqa: F401  (first: pins thread counts before numba, BLAS, faiss start)
+
+import argparse
+
+import numpy as np
+
+import vqcompress as vq
+from _harness import best_of, header, table
+from vqcompress.nn import LUTLinear
+from vqcompress.pipeline import CompressedTensor
+
+SHAPES = [(384, 384), (1536, 384), (384, 1536), (4096, 4096), (11008, 4096)]
+CONFIGS = {
+    "pq 8x256 (1 bit/w)": lambda: vq.ProductQuantizer(8, 8, random_state=0, max_iter=5),
+    "rq 2x8x256 (2 bits/w)": lambda: vq.ResidualQuantizer(8, 8, 2, beam_size=1, n_refine=0,
+                                                          random_state=0, max_iter=5),
+    "kmeans 4 bits": lambda: vq.KMeansQuantizer(4),
+}
+
+
+def make_layer(make_q, out, n_in, rng):
+    q = make_q().fit(rng.normal(size=(512, n_in)).astype(np.float32))
+    q.shape_, q.n_weights_ = (out, n_in), out * n_in
+    k = 1 << q.n_bits
+    codes = rng.integers(0, k, size=q.code_shape()).astype(np.uint8)
+    t = CompressedTensor("w", (out, n_in), "float32", {"KMeansQuantizer": "kmeans",
+                         "ProductQuantizer": "pq"}.get(type(q).__name__, "rq"),
+                         quantizer=q, codes=codes)
+    return LUTLinear(t)
+
+
+def lookup_bytes(layer, B):
+    """Bytes a lookup call reads: codes, codebooks and the tables it builds."""
+    if layer.kind in ("pq", "rq"):
+        M, K = layer.books.shape[0], layer.books.shape[1]
+        return layer.codes.nbytes + layer.books.nbytes + M * B * layer.quantizer.n_blocks_ * K * 4
+    return layer.codes.nbytes + layer.codebook.nbytes + B * layer.in_features * 4
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="MiniLM shapes only")
+    args = ap.parse_args()
+    header("Lookup-table inference vs BLAS x @ W.T")
+    rng = np.random.default_rng(0)
+    rows, crossover_rows = [], []
+    for out, n_in in SHAPES[:3] if args.quick else SHAPES:
+        W = rng.normal(size=(out, n_in)).astype(np.float32)
+        reps = 30 if out * n_in < 2e6 else 7
+        for cname, make_q in CONFIGS.items():
+            layer = make_layer(make_q, out, n_in, rng)
+            layer(np.ones((1, n_in), np.float32))  # compile outside the timings
+            for B in (1, 8, 64):
+                x = rng.normal(size=(B, n_in)).astype(np.float32)
+                t_blas, _ = best_of(lambda: x @ W.T, reps)
+                t_lut, _ = best_of(lambda: layer._lookup(x), reps)
+                t_tile, _ = best_of(lambda: layer._tiled(x), reps)
+                t_disp, _ = best_of(lambda: layer(x), reps)
+                rows.append({"shape": f"{out}x{n_in}", "config": cname, "batch": B,
+                             "BLAS us": t_blas * 1e6, "lookup us": t_lut * 1e6,
+                             "tiled us": t_tile * 1e6, "layer us": t_disp * 1e6,
+                             "speed vs BLAS": t_blas / t_disp,
+                             "MB read (BLAS / lookup)":
+                                 f"{W.nbytes / 1e6:.2f} / {lookup_bytes(layer, B) / 1e6:.2f}"})
+            # crossover: the first batch size at which the tiled path beats the lookup
+            cross = None
+            for B in (1, 2, 4, 8, 16, 32, 64):
+                x = rng.normal(size=(B, n_in)).astype(np.float32)
+                if best_of(lambda: layer._tiled(x), 5)[0] < best_of(lambda: layer._lookup(x), 5)[0]:
+                    cross = B
+                    break
+            crossover_rows.append({"shape": f"{out}x{n_in}", "config": cname,
+                                   "tiled beats lookup from batch": cross or ">64"})
+    table(rows, ["shape", "config", "batch", "BLAS us", "lookup us", "tiled us", "layer us",
+                 "speed vs BLAS", "MB read (BLAS / lookup)"])
+    print("Measured dispatch crossover (vqcompress.nn.CROSSOVER holds what the layers use):\n")
+    table(crossover_rows, ["shape", "config", "tiled beats lookup from batch"])
+
+
+if __name__ == "__main__":
+    main()
