@@ -1,4 +1,5 @@
 """vqcompress: vector-quantization compression of neural-network weights."""
+from . import nn
 from .cluster import KMeansResult, kmeans, kmeans_1d_optimal
 from .errors import FormatError, InputError, VQCompressError
 from .pipeline import CompressedModel, CompressedTensor, compress, load
