@@ -147,15 +147,27 @@ def decode_block_rows(codes, books, n_in, out):  # pragma: no cover - compiled
     r, nb, M = codes.shape
     d = books.shape[2]
     per_block = books.shape[0] == nb and M == 1 and nb > 1
+    full = n_in // d  # blocks that need no cropping
+    if M == 1 and not per_block:  # the common case: one shared codebook, plain copies
+        book = books[0]
+        for o in prange(r):
+            for j in range(full):
+                c = codes[o, j, 0]
+                base = j * d
+                for t in range(d):
+                    out[o, base + t] = book[c, t]
+            for j in range(full, nb):
+                c = codes[o, j, 0]
+                for t in range(n_in - j * d):
+                    out[o, j * d + t] = book[c, t]
+        return
     for o in prange(r):
         for j in range(nb):
-            for t in range(d):
-                i = j * d + t
-                if i < n_in:
-                    v = np.float32(0.0)
-                    for s in range(M):
-                        v += books[j if per_block else s, codes[o, j, s], t]
-                    out[o, i] = v
+            for t in range(min(d, n_in - j * d)):
+                v = np.float32(0.0)
+                for s in range(M):
+                    v += books[j if per_block else s, codes[o, j, s], t]
+                out[o, j * d + t] = v
 
 
 @njit(parallel=True, cache=True)

@@ -20,9 +20,10 @@ import numpy as np
 from .._kernels import lut
 from ..errors import InputError
 
-# Batch size from which the tiled BLAS path is used, per kind; measured by
-# benchmarks/lut_bench.py (see docs/benchmarks.md).
-CROSSOVER = {"pq": 16, "rq": 8, "kmeans": 4, "sparse": 16, "uniform": 1, "raw": 1}
+# Batch size from which the tiled BLAS path is used, per kind: the batch at which
+# benchmarks/lut_bench.py measured tiled beating lookup on most shapes (pq 16, rq 8,
+# kmeans 1-4; see docs/benchmarks.md).  sparse is not measured yet.
+CROSSOVER = {"pq": 16, "rq": 8, "kmeans": 2, "sparse": 16, "uniform": 1, "raw": 1}
 TILE_ROWS = 256
 # Below this many multiply-or-gathers a call runs the serial kernels: starting Numba's
 # thread pool costs more than the work (the results are the same either way).
