@@ -22,8 +22,9 @@ from ..errors import InputError
 
 # Batch size from which the tiled BLAS path is used, per kind: the batch at which
 # benchmarks/lut_bench.py measured tiled beating lookup on most shapes (pq 16, rq 8,
-# kmeans 1-4; see docs/benchmarks.md).  sparse is not measured yet.
-CROSSOVER = {"pq": 16, "rq": 8, "kmeans": 2, "sparse": 16, "uniform": 1, "raw": 1}
+# kmeans 1-4; see docs/benchmarks.md).  Sparse layers keep their gather, whose work
+# scales with the kept weights (their tile decoding is a Python loop; not measured).
+CROSSOVER = {"pq": 16, "rq": 8, "kmeans": 2, "sparse": 1 << 30, "uniform": 1, "raw": 1}
 TILE_ROWS = 256
 # Below this many multiply-or-gathers a call runs the serial kernels: starting Numba's
 # thread pool costs more than the work (the results are the same either way).
