@@ -27,20 +27,25 @@ def _trials(Xt, w, rows, closest, out, partial):  # pragma: no cover - compiled
     for c in prange(n_chunks):
         lo = c * CHUNK
         hi = min(n, lo + CHUNK)
-        buf = np.empty(hi - lo)
+        m = hi - lo
+        buf = np.empty(m)
+        cl = closest[lo:hi]
+        ww = w[lo:hi]
         for t in range(n_trials):
             r = rows[t]
             buf[:] = 0.0
             for j in range(d):
+                row = Xt[j, lo:hi]  # 1-D views: Numba vectorises these loops, not 2-D indexing
                 xr = Xt[j, r]
-                for i in range(lo, hi):
-                    e = Xt[j, i] - xr
-                    buf[i - lo] += e * e
+                for i in range(m):
+                    e = row[i] - xr
+                    buf[i] += e * e
+            ot = out[t, lo:hi]
             acc = 0.0
-            for i in range(lo, hi):
-                v = min(buf[i - lo], closest[i])
-                out[t, i] = v
-                acc += w[i] * v
+            for i in range(m):
+                v = min(buf[i], cl[i])
+                ot[i] = v
+                acc += ww[i] * v
             partial[t, c] = acc
     pots = np.empty(n_trials)
     for t in range(n_trials):
