@@ -7,6 +7,6 @@ from .quantizers import KMeansQuantizer, ProductQuantizer, ResidualQuantizer, Un
 
 __version__ = "0.1.0"
 
-__all__ = ["compress", "load", "CompressedModel", "CompressedTensor", "kmeans", "kmeans_1d_optimal", "KMeansResult", "KMeansQuantizer",
+__all__ = ["nn", "compress", "load", "CompressedModel", "CompressedTensor", "kmeans", "kmeans_1d_optimal", "KMeansResult", "KMeansQuantizer",
            "ProductQuantizer", "ResidualQuantizer", "UniformQuantizer", "VQCompressError",
            "InputError", "FormatError", "__version__"]

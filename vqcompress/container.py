@@ -4,8 +4,8 @@ Parts are named ``<tensor>/<part>``: ``codes`` (the code stream: bit-packed, or 
 with ``codes.lengths``, or rANS with ``codes.freq``), ``codebook``, ``scales``,
 ``zero_points`` (bit-packed), or ``raw`` for tensors kept as they were.
 ``__metadata__`` holds ``format`` ("vqz"), ``version`` and, as one JSON string under
-``vqz``, each tensor's method, quantizer parameters and learned scalars, shape, source
-dtype and the CRC-32 of each part.  The reader checks every length, shape, dtype, code
+``vqz``, each tensor's method, the quantizer parameters decoding depends on and its learned
+scalars, shape, source dtype and the CRC-32 of each part.  The reader checks every length, shape, dtype, code
 range and checksum before any kernel sees the data.
 """
 from __future__ import annotations
@@ -75,7 +75,7 @@ def tensor_record(t, parts: dict) -> dict:
            "parts": {k: crc32(v) for k, v in parts.items()}}
     if t.method != "raw":
         meta, _ = t.quantizer.to_parts()
-        rec["params"] = t.quantizer.get_params()
+        rec["params"] = t.quantizer.decode_params()
         rec["state"] = meta
         rec["coding"] = {"codes": t.coding}
         if t.index_bits:

@@ -105,6 +105,13 @@ class BaseQuantizer(BaseEstimator):
 
     # -- serialization: what a file stores besides the codes --------------------------------
     _STATE_META = ("shape_", "n_weights_")  # learned scalars, stored as JSON
+    _DECODE_PARAMS = ("n_bits", "codebook_dtype")  # the parameters decoding depends on
+
+    def decode_params(self) -> dict:
+        """The constructor parameters decoding depends on (what a file records; training
+        settings such as init, iterations or seeds do not change what is decoded)."""
+        params = self.get_params()
+        return {k: params[k] for k in self._DECODE_PARAMS}
 
     def to_parts(self) -> tuple[dict, dict]:
         """(meta, arrays): JSON-able learned scalars and the learned arrays in the form they
@@ -206,6 +213,7 @@ class BlockQuantizer(BaseQuantizer):
     input weights, codebooks of shape (n_books, 2**n_bits, block_size)."""
 
     _STATE_META = ("shape_", "n_weights_", "in_features_", "n_blocks_")
+    _DECODE_PARAMS = ("n_bits", "block_size", "codebook_dtype")
 
     def _n_books(self) -> int:
         raise NotImplementedError

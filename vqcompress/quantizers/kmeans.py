@@ -79,6 +79,8 @@ class KMeansQuantizer(BaseQuantizer):
         self.inertia_ = float(w @ err)
         return self
 
+    _DECODE_PARAMS = ("n_bits", "codebook_dtype", "zero_codeword")
+
     def _check_params(self):
         n_bits = self._check_n_bits()
         cb_dtype = self._check_codebook_dtype()

@@ -76,6 +76,8 @@ class ProductQuantizer(BlockQuantizer):
         self.n_weights_ = int(Wm.size)
         return self
 
+    _DECODE_PARAMS = BlockQuantizer._DECODE_PARAMS + ("codebook_per_block",)
+
     def _check_params(self):
         return self._check_vector_params()
 

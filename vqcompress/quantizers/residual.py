@@ -88,6 +88,8 @@ class ResidualQuantizer(BlockQuantizer):
         self.n_weights_ = int(Wm.size)
         return self
 
+    _DECODE_PARAMS = BlockQuantizer._DECODE_PARAMS + ("n_stages",)
+
     def _check_params(self):
         return (*self._check_vector_params(),
                 check_int(self.n_stages, name="n_stages", low=1),

@@ -76,6 +76,8 @@ class UniformQuantizer(BaseQuantizer):
             best_zero[..., 0].astype(code_dtype(n_bits))
         return self
 
+    _DECODE_PARAMS = ("n_bits", "group_size", "symmetric", "scale_dtype")
+
     def _check_params(self):
         n_bits = check_int(self.n_bits, name="n_bits", low=2 if self.symmetric else 1, high=16)
         check_choice(self.clip, name="clip", choices=("minmax", "mse"))
