@@ -34,29 +34,36 @@ def crc32(arr: np.ndarray) -> str:
 
 
 def tensor_parts(t) -> dict:
-    """{part: ndarray} exactly as written for CompressedTensor ``t`` (computed once).
+    """{part: ndarray} exactly as written for CompressedTensor ``t`` (computed once, unless
+    compress or the reader already set them with ``set_parts``).
 
     Dense: the code stream coded as ``t.coding`` says ('codes' plus its table part).
     Sparse (``t.index_bits`` set): the nonzero codes and fillers ('codes'), their relative
     indices ('index', coded as ``t.index_coding``) and the entries per row ('rows').
     Then the quantizer's own arrays.
     """
-    if t._parts is not None:
-        return t._parts
-    if t.method == "raw":
-        t._parts = {"raw": t.raw}
-        return t._parts
-    _, arrays = t.quantizer.to_parts()
-    n_bits = t.quantizer.n_bits
-    if t.index_bits:
-        entry, rel, rows = sparse_encode(t.codes.reshape(t.codes.shape[0], -1), t.index_bits)
-        parts = _prefixed("codes", streams.encode_stream(entry, n_bits, t.coding))
-        parts.update(_prefixed("index", streams.encode_stream(rel, t.index_bits, t.index_coding)))
-        parts["rows"] = rows
-    else:
-        parts = _prefixed("codes", streams.encode_stream(t.codes, n_bits, t.coding))
-    t._parts = {**parts, **arrays}
+    if t._parts is None:
+        if t.method == "raw":
+            t._parts = {"raw": t.raw}
+        elif t.index_bits:
+            n_bits = t.quantizer.n_bits
+            entry, rel, rows = sparse_encode(t.codes.reshape(t.codes.shape[0], -1),
+                                             t.index_bits)
+            set_parts(t, streams.encode_stream(entry, n_bits, t.coding),
+                      streams.encode_stream(rel, t.index_bits, t.index_coding), rows)
+        else:
+            set_parts(t, streams.encode_stream(t.codes, t.quantizer.n_bits, t.coding))
     return t._parts
+
+
+def set_parts(t, code_parts: dict, index_parts: dict | None = None, rows=None) -> None:
+    """Record the coded streams of quantized tensor ``t`` (as ``streams.encode_stream``
+    returns them) with its quantizer's arrays as its parts, so nothing is coded twice."""
+    parts = _prefixed("codes", code_parts)
+    if index_parts is not None:
+        parts.update(_prefixed("index", index_parts))
+        parts["rows"] = rows
+    t._parts = {**parts, **t.quantizer.to_parts()[1]}
 
 
 def _prefixed(name, coded: dict) -> dict:
@@ -172,7 +179,9 @@ def _read_tensor(f, name, rec, entries, data_start, CompressedTensor, file_size)
             raise FormatError(f"raw part has shape {raw.shape}, record says {shape}")
         if rec["dtype"] == "bfloat16" and raw.dtype != np.uint16:
             raise FormatError("a raw bfloat16 tensor must be stored as uint16 bit patterns")
-        return CompressedTensor(name, shape, rec["dtype"], "raw", raw=raw)
+        t = CompressedTensor(name, shape, rec["dtype"], "raw", raw=raw)
+        t._parts = parts  # exactly the file's parts
+        return t
     if method not in QUANTIZERS:
         raise FormatError(f"unknown method {method!r}")
     cls = QUANTIZERS[method]
@@ -195,8 +204,10 @@ def _read_tensor(f, name, rec, entries, data_start, CompressedTensor, file_size)
         codes = streams.decode_stream(code_parts, n_bits, int(np.prod(code_shape)), coding)
         info["codes"] = {"coding": coding, **streams.stats(codes, n_bits, code_parts)}
         codes = codes.astype(code_dtype(n_bits), copy=False).reshape(code_shape)
-        return CompressedTensor(name, shape, rec["dtype"], method, quantizer=q, codes=codes,
-                                coding=coding, info=info)
+        t = CompressedTensor(name, shape, rec["dtype"], method, quantizer=q, codes=codes,
+                             coding=coding, info=info)
+        t._parts = parts  # exactly the file's parts
+        return t
     index_bits = sparse.get("index_bits")
     if not isinstance(index_bits, int) or not 1 <= index_bits <= 16:
         raise FormatError(f"index_bits {index_bits!r} out of range")
@@ -217,6 +228,8 @@ def _read_tensor(f, name, rec, entries, data_start, CompressedTensor, file_size)
     info["codes"] = {"coding": coding, **streams.stats(entry, n_bits, code_parts)}
     info["index"] = {"coding": index_coding, **streams.stats(rel, index_bits, index_parts)}
     info["sparsity"] = round(float(np.mean(matrix == 0)), 6)
-    return CompressedTensor(name, shape, rec["dtype"], method, quantizer=q,
-                            codes=matrix.reshape(code_shape), coding=coding,
-                            index_bits=index_bits, index_coding=index_coding, info=info)
+    t = CompressedTensor(name, shape, rec["dtype"], method, quantizer=q,
+                         codes=matrix.reshape(code_shape), coding=coding,
+                         index_bits=index_bits, index_coding=index_coding, info=info)
+    t._parts = parts  # exactly the file's parts
+    return t

@@ -133,9 +133,8 @@ class CompressedModel:
         was saved or loaded; bits per weight there counts every byte of the file."""
         rows = []
         for n, t in self.tensors.items():
-            parts = container.tensor_parts(t)
-            head = container.header_share(n, t, parts)
-            nbytes = sum(int(v.nbytes) for v in parts.values())
+            head = container.header_share(n, t, container.tensor_parts(t))
+            nbytes = t.nbytes
             rows.append({"name": n, "shape": list(t.shape), "method": t.method,
                          "bits": getattr(t.quantizer, "n_bits", None),
                          "coding": t.coding if t.method != "raw" else None,
@@ -320,6 +319,7 @@ def _compress_one(name, src, path, arr, o) -> CompressedTensor:
         coding, parts = streams.choose(codes, q.n_bits, o["entropy"])
         t = CompressedTensor(name, shape, src_dtype, o["method"], quantizer=q, codes=codes,
                              coding=coding)
+        container.set_parts(t, parts)
         t.info["codes"] = {"coding": coding, **streams.stats(codes, q.n_bits, parts)}
     dense = t.decompress().astype(np.float64)
     err = float(np.sum((dense - W) ** 2))
@@ -335,11 +335,12 @@ def _compress_one(name, src, path, arr, o) -> CompressedTensor:
 
 def _sparse_tensor(name, shape, src_dtype, q, codes, entropy, index_bits):
     """A kmeans tensor stored as sparse rows; each stream gets its own (or the best) coding."""
-    entry, rel, _ = sparse_encode(codes.reshape(codes.shape[0], -1), index_bits)
+    entry, rel, rows = sparse_encode(codes.reshape(codes.shape[0], -1), index_bits)
     coding, code_parts = streams.choose(entry, q.n_bits, entropy)
     index_coding, index_parts = streams.choose(rel, index_bits, entropy)
     t = CompressedTensor(name, shape, src_dtype, "kmeans", quantizer=q, codes=codes,
                          coding=coding, index_bits=index_bits, index_coding=index_coding)
+    container.set_parts(t, code_parts, index_parts, rows)
     t.info["codes"] = {"coding": coding, **streams.stats(entry, q.n_bits, code_parts)}
     t.info["index"] = {"coding": index_coding, **streams.stats(rel, index_bits, index_parts)}
     t.info["fillers"] = int(np.count_nonzero(entry == 0))
