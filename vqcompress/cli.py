@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -77,8 +78,10 @@ def cmd_compress(args) -> int:
     if os.path.exists(args.output) and not args.force:
         raise VQCompressError(f"{args.output}: exists; pass --force to overwrite")
     from .io import open_weights
-    total = sum(int(a.size) for a in open_weights(args.input).values()) if not args.json else 0
-    step, close = _progress(total, not args.json and sys.stderr.isatty())
+    show = not args.json and sys.stderr.isatty()
+    src = open_weights(args.input) if show else None  # sizes from the header, not the data
+    total = sum(math.prod(src.shape(n)) for n in src) if show else 0
+    step, close = _progress(total, show)
     pool = _pool(args.jobs)
     try:
         model = compress(args.input, method=args.method, bits=args.bits, policy=args.policy,
