@@ -84,17 +84,39 @@ class WeightsFile(Mapping):
                 return st.read_array(f, self._entries[name], self._data_start, bf16_bits=True)
         return self[name]
 
-    def shape(self, name: str) -> tuple:
-        """The tensor's shape, read from the header where the format has one."""
+    def _header(self, name: str) -> tuple[tuple, str]:
+        """(shape, dtype as stored) from the file's header, without reading the data."""
         if self.format == ".safetensors":
-            return self._entries[name].shape
-        return tuple(self[name].shape)
+            e = self._entries[name]
+            return e.shape, "bfloat16" if e.dtype == "BF16" else str(st.DTYPES[e.dtype])
+        z = None
+        try:
+            if self.format == ".npy":
+                f = open(self.path, "rb")
+            else:
+                z = zipfile.ZipFile(self.path)
+                f = z.open(name + ".npy")
+            with f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+        except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
+            raise FormatError(f"{self.path}: tensor {name!r} has a malformed header "
+                              f"({exc})") from None
+        finally:
+            if z is not None:
+                z.close()
+        return tuple(shape), str(dtype)
+
+    def shape(self, name: str) -> tuple:
+        """The tensor's shape, from the header (no data is read)."""
+        return self._header(name)[0]
 
     def source_dtype(self, name: str) -> str:
-        """The dtype as stored in the file ('bfloat16' for BF16, which reads as float32)."""
-        if self.format == ".safetensors" and self._entries[name].dtype == "BF16":
-            return "bfloat16"
-        return str(self[name].dtype)
+        """The dtype as stored in the file ('bfloat16' for BF16, which reads as float32),
+        from the header (no data is read)."""
+        return self._header(name)[1]
 
     def __iter__(self):
         return iter(self._names)
