@@ -157,29 +157,31 @@ class LUTLinear:
         for r0 in range(0, self.out_features, self.tile_rows):
             r1 = min(r0 + self.tile_rows, self.out_features)
             tile = self._tile[: r1 - r0]
-            if self.kind in ("pq", "rq"):
-                lut.decode_block_rows(self.codes[r0:r1], self.books, self.in_features, tile)
-            elif self.kind == "kmeans":
-                lut.decode_scalar_rows(self.codes[r0:r1], self.codebook, tile)
-            else:
-                tile[...] = self._decode_rows(slice(r0, r1))
+            self._decode_into(slice(r0, r1), tile)
             np.matmul(x2, tile.T, out=out[:, r0:r1])
         return out
 
-    def _decode_rows(self, rows) -> np.ndarray:
-        if self.kind == "raw":
-            return self.weight[rows]
-        if self.kind == "sparse":
-            r = np.arange(self.out_features)[rows]
-            dense = np.zeros((len(r), self.in_features), dtype=np.float32)
-            for i, o in enumerate(r):
+    def _decode_into(self, rows, out) -> None:
+        """Dense rows ``rows`` (a slice or index array) of W into ``out`` (n, in_features)."""
+        if self.kind in ("pq", "rq"):
+            lut.decode_block_rows(self.codes[rows], self.books, self.in_features, out)
+        elif self.kind == "kmeans":
+            lut.decode_scalar_rows(self.codes[rows], self.codebook, out)
+        elif self.kind == "raw":
+            out[...] = self.weight[rows]
+        elif self.kind == "sparse":
+            out[...] = 0.0
+            for i, o in enumerate(np.arange(self.out_features)[rows]):
                 a, b = self.row_ptr[o], self.row_ptr[o + 1]
-                dense[i, self.cols[a:b]] = self.codebook[self.codes[a:b]]
-            return dense
-        codes = self.codes[rows]
-        if self.kind == "pq":
-            codes = codes[..., 0]
-        return self.quantizer.decode_rows(codes, rows)
+                out[i, self.cols[a:b]] = self.codebook[self.codes[a:b]]
+        else:
+            out[...] = self.quantizer.decode_rows(self.codes[rows], rows)
+
+    def _decode_rows(self, rows) -> np.ndarray:
+        n = len(np.arange(self.out_features)[rows])
+        out = np.empty((n, self.in_features), dtype=np.float32)
+        self._decode_into(rows, out)
+        return out
 
     def dense_weight(self) -> np.ndarray:
         """The dense float32 weight (out_features, in_features), for checking."""
