@@ -133,7 +133,7 @@ def kmeans_1d_optimal(x, n_clusters, sample_weight=None) -> KMeansResult:
     data = _sorted_distinct(x, w, k)
     cuts = _optimal_cuts(data, k)
     centers = (data.A[cuts[1:]] - data.A[cuts[:-1]]) / (data.W[cuts[1:]] - data.W[cuts[:-1]])
-    return _finish_1d(x, w, data, centers, 0)
+    return _finish_1d(x, data, centers, 0)
 
 
 # --- private core: inputs below are validated --------------------------------------------
@@ -246,7 +246,7 @@ def _sorted_distinct(x, w, k) -> _Sorted1D:
     return _Sorted1D(xs, W, A, B, shift)
 
 
-def _finish_1d(x, w, data: _Sorted1D, centers, n_iter) -> KMeansResult:
+def _finish_1d(x, data: _Sorted1D, centers, n_iter) -> KMeansResult:
     """Labels by nearest center and exact inertia, for centers in centered coordinates."""
     centers = np.sort(centers)
     mids = 0.5 * (centers[1:] + centers[:-1]) + data.shift
@@ -271,7 +271,7 @@ def _kmeans_sorted(x, w, k, init, max_iter, tol, rng) -> KMeansResult:
     centers = np.sort(centers.astype(np.float64))
     std = np.sqrt(max(data.B[-1] / data.W[-1], 0.0))
     n_iter = sorted_lloyd(data.xs, data.W, data.A, data.B, centers, max_iter, tol * std)
-    return _finish_1d(x, w, data, centers, n_iter)
+    return _finish_1d(x, data, centers, n_iter)
 
 
 def _check_enough_points(w, k):
