@@ -106,18 +106,16 @@ def test_bad_input(layers):
 
 def test_codes_past_the_codebook_are_rejected_at_load(tmp_path):
     import json
-    import struct
+
+    from vqz_mutations import join, split
     p = tmp_path / "m.vqz"
     vq.compress({"l.weight": np.random.default_rng(0).normal(size=(64, 32)).astype(
         np.float32)}, method="pq", bits=4, block_size=4).save(p)
-    data = p.read_bytes()
-    (n,) = struct.unpack("<Q", data[:8])
-    head = json.loads(data[8:8 + n])
+    head, body = split(p.read_bytes())
     rec = json.loads(head["__metadata__"]["vqz"])
     rec["l.weight"]["params"]["n_bits"] = 5  # codes could now reach past 16 codewords
     head["__metadata__"]["vqz"] = json.dumps(rec)
-    raw = json.dumps(head).encode()
-    p.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+    p.write_bytes(join(head, body))
     with pytest.raises(FormatError):
         nn.load(p)
 

@@ -413,14 +413,12 @@ def test_bf16_rounding_is_nearest_even():
 
 def _edit_record(path, out, edit):
     """Rewrite a .vqz with its tensor records changed by ``edit(records)``."""
-    data = path.read_bytes()
-    (n,) = struct.unpack("<Q", data[:8])
-    head = json.loads(data[8:8 + n])
+    from vqz_mutations import join, split
+    head, body = split(path.read_bytes())
     records = json.loads(head["__metadata__"]["vqz"])
     edit(records)
     head["__metadata__"]["vqz"] = json.dumps(records)
-    raw = json.dumps(head).encode()
-    out.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+    out.write_bytes(join(head, body))
     return out
 
 
