@@ -38,11 +38,10 @@ def test_campaign_findings_stay_fixed(bases, scratch, which, seed):
 
 
 def test_stored_parameters_pass_the_fit_checks(bases, scratch):
-    import json
     head, body = mut.split(bases[6])  # uniform, per channel
-    records = json.loads(head["__metadata__"]["vqz"])
+    records = mut.get_records(head)
     records["w"]["params"]["group_size"] = 0
-    head["__metadata__"]["vqz"] = json.dumps(records)
+    mut.set_records(head, records)
     import vqcompress as vq
     from vqcompress import FormatError
     with open(scratch, "wb") as f:

@@ -105,16 +105,14 @@ def test_bad_input(layers):
 
 
 def test_codes_past_the_codebook_are_rejected_at_load(tmp_path):
-    import json
-
-    from vqz_mutations import join, split
+    from vqz_mutations import get_records, join, set_records, split
     p = tmp_path / "m.vqz"
     vq.compress({"l.weight": np.random.default_rng(0).normal(size=(64, 32)).astype(
         np.float32)}, method="pq", bits=4, block_size=4).save(p)
     head, body = split(p.read_bytes())
-    rec = json.loads(head["__metadata__"]["vqz"])
+    rec = get_records(head)
     rec["l.weight"]["params"]["n_bits"] = 5  # codes could now reach past 16 codewords
-    head["__metadata__"]["vqz"] = json.dumps(rec)
+    set_records(head, rec)
     p.write_bytes(join(head, body))
     with pytest.raises(FormatError):
         nn.load(p)

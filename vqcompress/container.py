@@ -1,15 +1,18 @@
 """The .vqz container: a valid safetensors file holding every tensor's parts.
 
-Parts are named ``<tensor>/<part>``: ``codes`` (the code stream: bit-packed, or Huffman
-with ``codes.lengths``, or rANS with ``codes.freq``), ``codebook``, ``scales``,
-``zero_points`` (bit-packed), or ``raw`` for tensors kept as they were.
-``__metadata__`` holds ``format`` ("vqz"), ``version`` and, as one JSON string under
-``vqz``, each tensor's method, the quantizer parameters decoding depends on and its learned
-scalars, shape, source dtype and the CRC-32 of each part.  The reader checks every length, shape, dtype, code
-range and checksum before any kernel sees the data.
+Parts are named ``<tensor>/<part>``: ``codes`` (the code stream, its entropy-coder table
+first; see ``coding.streams``), ``index`` (sparse tensors: the relative indices, coded the
+same way), ``codebook``, ``scales``, ``zero_points`` (bit-packed), or ``raw`` for tensors
+kept as they were.  ``__metadata__`` holds ``format`` ("vqz"), ``version`` and, as one JSON
+string under ``vqz``, a record per tensor: method, shape, source dtype, the quantizer
+parameters decoding depends on, how each stream is coded, and one CRC-32 over the tensor's
+parts.  Everything else (the quantizer's learned layout) follows from the shape, so it is
+not stored.  The reader checks every length, shape, dtype, code range and checksum before
+any kernel sees the data.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import zlib
@@ -24,70 +27,63 @@ from .errors import FormatError, VQCompressError
 from .quantizers import KMeansQuantizer, ProductQuantizer, ResidualQuantizer, UniformQuantizer
 
 FORMAT = "vqz"
-VERSION = "1"
+VERSION = "2"
 QUANTIZERS = {"kmeans": KMeansQuantizer, "pq": ProductQuantizer, "rq": ResidualQuantizer,
               "uniform": UniformQuantizer}
 
 
-def crc32(arr: np.ndarray) -> str:
-    return f"{zlib.crc32(np.ascontiguousarray(arr).tobytes()) & 0xFFFFFFFF:08x}"
+def crc32(parts: dict) -> str:
+    """CRC-32 of a tensor's parts, taken in sorted part-name order."""
+    crc = 0
+    for k in sorted(parts):
+        crc = zlib.crc32(np.ascontiguousarray(parts[k]).tobytes(), crc)
+    return f"{crc & 0xFFFFFFFF:08x}"
 
 
 def tensor_parts(t) -> dict:
     """{part: ndarray} exactly as written for CompressedTensor ``t`` (computed once, unless
     compress or the reader already set them with ``set_parts``).
 
-    Dense: the code stream coded as ``t.coding`` says ('codes' plus its table part).
-    Sparse (``t.index_bits`` set): the nonzero codes and fillers ('codes'), their relative
-    indices ('index', coded as ``t.index_coding``) and the entries per row ('rows').
-    Then the quantizer's own arrays.
+    Dense: the code stream coded as ``t.coding`` says ('codes').  Sparse (``t.index_bits``
+    set): the nonzero codes and fillers ('codes') and their relative indices ('index',
+    coded as ``t.index_coding``).  Then the quantizer's own arrays.
     """
     if t._parts is None:
         if t.method == "raw":
             t._parts = {"raw": t.raw}
         elif t.index_bits:
             n_bits = t.quantizer.n_bits
-            entry, rel, rows = sparse_encode(t.codes.reshape(t.codes.shape[0], -1),
-                                             t.index_bits)
+            entry, rel = sparse_encode(t.codes, t.index_bits)
+            t.info["entries"] = int(entry.shape[0])
             set_parts(t, streams.encode_stream(entry, n_bits, t.coding),
-                      streams.encode_stream(rel, t.index_bits, t.index_coding), rows)
+                      streams.encode_stream(rel, t.index_bits, t.index_coding))
         else:
             set_parts(t, streams.encode_stream(t.codes, t.quantizer.n_bits, t.coding))
     return t._parts
 
 
-def set_parts(t, code_parts: dict, index_parts: dict | None = None, rows=None) -> None:
+def set_parts(t, code_stream: np.ndarray, index_stream: np.ndarray | None = None) -> None:
     """Record the coded streams of quantized tensor ``t`` (as ``streams.encode_stream``
     returns them) with its quantizer's arrays as its parts, so nothing is coded twice."""
-    parts = _prefixed("codes", code_parts)
-    if index_parts is not None:
-        parts.update(_prefixed("index", index_parts))
-        parts["rows"] = rows
+    parts = {"codes": code_stream}
+    if index_stream is not None:
+        parts["index"] = index_stream
     t._parts = {**parts, **t.quantizer.to_parts()[1]}
-
-
-def _prefixed(name, coded: dict) -> dict:
-    return {name + k: v for k, v in coded.items()}
-
-
-def _stream_parts(parts: dict, name: str) -> dict:
-    """The parts of one coded stream ('codes', 'codes.lengths', ...) keyed by suffix."""
-    return {k[len(name):]: v for k, v in parts.items()
-            if k == name or k.startswith(name + ".")}
 
 
 def tensor_record(t, parts: dict) -> dict:
     """The JSON record of one tensor in the file's metadata."""
-    rec = {"method": t.method, "shape": list(t.shape), "dtype": t.dtype,
-           "parts": {k: crc32(v) for k, v in parts.items()}}
+    rec = {"method": t.method, "shape": list(t.shape), "dtype": t.dtype, "crc": crc32(parts)}
     if t.method != "raw":
         meta, _ = t.quantizer.to_parts()
+        if meta != t.quantizer.state_for_shape(t.shape):
+            raise VQCompressError(f"tensor {t.name!r}: its quantizer was fitted on shape "
+                                  f"{tuple(meta['shape_'])}, not {tuple(t.shape)}")
         rec["params"] = t.quantizer.decode_params()
-        rec["state"] = meta
         rec["coding"] = {"codes": t.coding}
         if t.index_bits:
             rec["coding"]["index"] = t.index_coding
-            rec["sparse"] = {"index_bits": t.index_bits}
+            rec["sparse"] = {"index_bits": t.index_bits, "entries": t.info["entries"]}
     if t.info.get("sqnr_db") is not None:
         rec["sqnr_db"] = t.info["sqnr_db"]
     return rec
@@ -101,18 +97,52 @@ def write(path: str, tensors: dict, *, force: bool = False) -> int:
         for k, v in parts.items():
             arrays[f"{name}/{k}"] = v
         records[name] = tensor_record(t, parts)
-    meta = {"format": FORMAT, "version": VERSION, FORMAT: json.dumps(records, separators=(",", ":"))}
+    meta = {"format": FORMAT, "version": VERSION, FORMAT: pack_records(records)}
     return st.write(path, arrays, meta, force=force)
 
 
-def header_share(name: str, t, parts: dict) -> int:
-    """Bytes of the file header attributable to one tensor: its part entries and its
-    metadata record (as serialised; the shared prefix and padding are not attributed)."""
-    entries = {f"{name}/{k}": {"dtype": st.CODES[np.dtype(v.dtype)], "shape": list(v.shape),
-                               "data_offsets": [0, v.nbytes]} for k, v in parts.items()}
-    record = json.dumps({name: tensor_record(t, parts)}, separators=(",", ":"))
-    # the record sits inside a JSON string: its quotes are escaped, one extra byte each
-    return len(json.dumps(entries, separators=(",", ":"))) + len(record) + record.count('"')
+# The records are JSON, deflated and written in base 85 (whose alphabet needs no escaping
+# inside the header's JSON string): a third of their plain size, which matters for small
+# models, where the header is a good part of the file.  ``vqcompress inspect`` shows them.
+MAX_RECORDS_BYTES = 64 << 20
+
+
+def pack_records(records: dict) -> str:
+    text = json.dumps(records, separators=(",", ":")).encode()
+    return base64.b85encode(zlib.compress(text, 9)).decode("ascii")
+
+
+def unpack_records(packed, path: str) -> bytes:
+    """The records' JSON text; FormatError if it does not decode or inflates past
+    MAX_RECORDS_BYTES (a deflate bomb)."""
+    try:
+        blob = base64.b85decode(packed)
+        inflate = zlib.decompressobj()
+        text = inflate.decompress(blob, MAX_RECORDS_BYTES)
+    except (ValueError, TypeError, zlib.error):
+        raise FormatError(f"{path}: tensor records are not deflated base-85 text") from None
+    if not inflate.eof:
+        raise FormatError(f"{path}: tensor records are truncated or larger than "
+                          f"{MAX_RECORDS_BYTES} bytes")
+    return text
+
+
+def header_shares(tensors: dict) -> dict:
+    """{name: bytes of the file header attributable to that tensor}: its part entries, and
+    its share of the packed records in proportion to its record's plain length (deflate
+    works on all records together).  The shared prefix and padding are not attributed."""
+    entries, plain, records = {}, {}, {}
+    for name, t in tensors.items():
+        parts = tensor_parts(t)
+        entries[name] = len(json.dumps(
+            {f"{name}/{k}": {"dtype": st.CODES[np.dtype(v.dtype)], "shape": list(v.shape),
+                             "data_offsets": [0, v.nbytes]} for k, v in parts.items()},
+            separators=(",", ":")))
+        records[name] = tensor_record(t, parts)
+        plain[name] = len(json.dumps({name: records[name]}, separators=(",", ":")))
+    packed = len(pack_records(records)) if records else 0
+    total = max(sum(plain.values()), 1)
+    return {n: entries[n] + round(packed * plain[n] / total) for n in tensors}
 
 
 def read(path: str) -> dict:
@@ -129,21 +159,24 @@ def read(path: str) -> dict:
             raise FormatError(f"{path}: .vqz version {meta.get('version')!r} is not supported "
                               f"(this reader knows version {VERSION})")
         try:
-            records = json.loads(meta.get(FORMAT, ""), object_pairs_hook=st._no_duplicates)
+            records = json.loads(unpack_records(meta.get(FORMAT, ""), path),
+                                 object_pairs_hook=st._no_duplicates)
             assert isinstance(records, dict)
         except (json.JSONDecodeError, AssertionError, RecursionError):
             raise FormatError(f"{path}: tensor records are not a JSON object") from None
         except st._Duplicate as exc:
             raise FormatError(f"{path}: tensor {exc.args[0]!r} is recorded twice") from None
-        claimed = {f"{n}/{p}" for n, r in records.items()
-                   for p in (r.get("parts", {}) if isinstance(r, dict) else {})}
-        if claimed != set(entries):
-            raise FormatError(f"{path}: stored parts do not match the tensor records")
+        owned = {}  # part entries by the tensor they belong to
+        for key in entries:
+            name, _, part = key.rpartition("/")
+            if name not in records or not part:
+                raise FormatError(f"{path}: stored part {key!r} belongs to no tensor record")
+            owned.setdefault(name, {})[part] = entries[key]
         out = {}
         for name, rec in records.items():
             try:
-                out[name] = _read_tensor(f, name, rec, entries, data_start, CompressedTensor,
-                                         size)
+                out[name] = _read_tensor(f, rec, owned.get(name, {}), data_start,
+                                         CompressedTensor, name, size)
             except VQCompressError as exc:
                 if isinstance(exc, FormatError) and str(exc).startswith(path):
                     raise
@@ -159,7 +192,7 @@ def read(path: str) -> dict:
 MAX_WEIGHTS_PER_FILE_BYTE = 1024
 
 
-def _read_tensor(f, name, rec, entries, data_start, CompressedTensor, file_size):
+def _read_tensor(f, rec, entries, data_start, CompressedTensor, name, file_size):
     method = rec["method"]
     shape = tuple(rec["shape"])
     if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
@@ -167,13 +200,12 @@ def _read_tensor(f, name, rec, entries, data_start, CompressedTensor, file_size)
     if int(np.prod(shape, dtype=object)) > MAX_WEIGHTS_PER_FILE_BYTE * file_size:
         raise FormatError(f"shape {shape} claims more weights than a {file_size}-byte file "
                           f"can hold")
-    parts = {}
-    for part, crc in rec["parts"].items():
-        arr = st.read_array(f, entries[f"{name}/{part}"], data_start)
-        if crc32(arr) != crc:
-            raise FormatError(f"checksum mismatch in part {part!r}")
-        parts[part] = arr
+    parts = {part: st.read_array(f, entry, data_start) for part, entry in entries.items()}
+    if crc32(parts) != rec["crc"]:
+        raise FormatError("checksum mismatch")
     if method == "raw":
+        if set(parts) != {"raw"}:
+            raise FormatError(f"parts {sorted(parts)} instead of ['raw']")
         raw = parts["raw"]
         if raw.shape != shape:
             raise FormatError(f"raw part has shape {raw.shape}, record says {shape}")
@@ -190,19 +222,18 @@ def _read_tensor(f, name, rec, entries, data_start, CompressedTensor, file_size)
     if not isinstance(n_bits, int) or not 1 <= n_bits <= 16:
         raise FormatError(f"n_bits {n_bits!r} out of range")
     coding = rec.get("coding", {}).get("codes", "none")
-    code_parts = _stream_parts(parts, "codes")
-    index_parts = _stream_parts(parts, "index")
-    arrays = {k: v for k, v in parts.items() if not (k.startswith("codes") or
-                                                      k.startswith("index") or k == "rows")}
-    q = cls.from_parts(params, rec["state"], arrays)
-    if tuple(q.shape_) != shape or int(np.prod(shape)) != q.n_weights_:
-        raise FormatError(f"quantizer state shape {q.shape_} does not match {shape}")
-    code_shape = q.code_shape()
-    info = {"sqnr_db": rec["sqnr_db"]} if isinstance(rec.get("sqnr_db"), (int, float)) else {}
     sparse = rec.get("sparse")
+    stream_parts = ("codes", "index") if sparse is not None else ("codes",)
+    arrays = {k: v for k, v in parts.items() if k not in stream_parts}
+    q = cls.from_parts(params, None, arrays, shape=shape)
+    if not set(stream_parts) <= set(parts) or set(arrays) != set(q.to_parts()[1]):
+        raise FormatError(f"parts {sorted(parts)} do not match a {method} tensor")
+    code_shape = q.code_shape()
+    n_codes = int(np.prod(code_shape))
+    info = {"sqnr_db": rec["sqnr_db"]} if isinstance(rec.get("sqnr_db"), (int, float)) else {}
     if sparse is None:
-        codes = streams.decode_stream(code_parts, n_bits, int(np.prod(code_shape)), coding)
-        info["codes"] = {"coding": coding, **streams.stats(codes, n_bits, code_parts)}
+        codes = streams.decode_stream(parts["codes"], n_bits, n_codes, coding)
+        info["codes"] = {"coding": coding, **streams.stats(codes, n_bits, parts["codes"])}
         codes = codes.astype(code_dtype(n_bits), copy=False).reshape(code_shape)
         t = CompressedTensor(name, shape, rec["dtype"], method, quantizer=q, codes=codes,
                              coding=coding, info=info)
@@ -213,21 +244,18 @@ def _read_tensor(f, name, rec, entries, data_start, CompressedTensor, file_size)
         raise FormatError(f"index_bits {index_bits!r} out of range")
     if method != "kmeans" or not q.zero_codeword:
         raise FormatError("sparse storage needs a kmeans codebook with a zero codeword")
-    rows = parts.get("rows")
-    if rows is None or rows.dtype != np.uint32 or rows.shape != (code_shape[0],):
-        raise FormatError("sparse rows: missing or malformed")
-    n = int(rows.sum(dtype=np.int64))
-    n_cells = int(np.prod(code_shape))
-    if n > 2 * n_cells + code_shape[0]:  # each entry, filler or not, advances >= 1 column
-        raise FormatError("sparse rows: more entries than the matrix can hold")
+    n = sparse.get("entries")
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= n_codes:
+        # every entry, filler or not, advances at least one position
+        raise FormatError(f"sparse entries {n!r}: not a count up to {n_codes}")
     index_coding = rec["coding"].get("index", "none")
-    entry = streams.decode_stream(code_parts, n_bits, n, coding)
-    rel = streams.decode_stream(index_parts, index_bits, n, index_coding)
-    matrix = sparse_decode(entry, rel, rows, (code_shape[0], n_cells // code_shape[0]),
-                           code_dtype(n_bits))
-    info["codes"] = {"coding": coding, **streams.stats(entry, n_bits, code_parts)}
-    info["index"] = {"coding": index_coding, **streams.stats(rel, index_bits, index_parts)}
+    entry = streams.decode_stream(parts["codes"], n_bits, n, coding)
+    rel = streams.decode_stream(parts["index"], index_bits, n, index_coding)
+    matrix = sparse_decode(entry, rel, n_codes, code_dtype(n_bits))
+    info["codes"] = {"coding": coding, **streams.stats(entry, n_bits, parts["codes"])}
+    info["index"] = {"coding": index_coding, **streams.stats(rel, index_bits, parts["index"])}
     info["sparsity"] = round(float(np.mean(matrix == 0)), 6)
+    info["entries"] = n
     t = CompressedTensor(name, shape, rec["dtype"], method, quantizer=q,
                          codes=matrix.reshape(code_shape), coding=coding,
                          index_bits=index_bits, index_coding=index_coding, info=info)

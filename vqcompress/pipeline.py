@@ -132,8 +132,9 @@ class CompressedModel:
         """Per-tensor rows and file totals.  Totals come from the real file when the model
         was saved or loaded; bits per weight there counts every byte of the file."""
         rows = []
+        shares = container.header_shares(self.tensors)
         for n, t in self.tensors.items():
-            head = container.header_share(n, t, container.tensor_parts(t))
+            head = shares[n]
             nbytes = t.nbytes
             rows.append({"name": n, "shape": list(t.shape), "method": t.method,
                          "bits": getattr(t.quantizer, "n_bits", None),
@@ -316,11 +317,11 @@ def _compress_one(name, src, path, arr, o) -> CompressedTensor:
         t = _sparse_tensor(name, shape, src_dtype, q, codes, o["entropy"],
                            o["index_bits"] or (8 if arr.ndim == 4 else 5))
     else:
-        coding, parts = streams.choose(codes, q.n_bits, o["entropy"])
+        coding, stream = streams.choose(codes, q.n_bits, o["entropy"])
         t = CompressedTensor(name, shape, src_dtype, o["method"], quantizer=q, codes=codes,
                              coding=coding)
-        container.set_parts(t, parts)
-        t.info["codes"] = {"coding": coding, **streams.stats(codes, q.n_bits, parts)}
+        container.set_parts(t, stream)
+        t.info["codes"] = {"coding": coding, **streams.stats(codes, q.n_bits, stream)}
     dense = t.decompress().astype(np.float64)
     err = float(np.sum((dense - W) ** 2))
     signal = float(np.sum(W.astype(np.float64) ** 2))
@@ -334,14 +335,15 @@ def _compress_one(name, src, path, arr, o) -> CompressedTensor:
 
 
 def _sparse_tensor(name, shape, src_dtype, q, codes, entropy, index_bits):
-    """A kmeans tensor stored as sparse rows; each stream gets its own (or the best) coding."""
-    entry, rel, rows = sparse_encode(codes.reshape(codes.shape[0], -1), index_bits)
-    coding, code_parts = streams.choose(entry, q.n_bits, entropy)
-    index_coding, index_parts = streams.choose(rel, index_bits, entropy)
+    """A kmeans tensor stored sparse; each stream gets its own (or the best) coding."""
+    entry, rel = sparse_encode(codes, index_bits)
+    coding, code_stream = streams.choose(entry, q.n_bits, entropy)
+    index_coding, index_stream = streams.choose(rel, index_bits, entropy)
     t = CompressedTensor(name, shape, src_dtype, "kmeans", quantizer=q, codes=codes,
                          coding=coding, index_bits=index_bits, index_coding=index_coding)
-    container.set_parts(t, code_parts, index_parts, rows)
-    t.info["codes"] = {"coding": coding, **streams.stats(entry, q.n_bits, code_parts)}
-    t.info["index"] = {"coding": index_coding, **streams.stats(rel, index_bits, index_parts)}
+    container.set_parts(t, code_stream, index_stream)
+    t.info["codes"] = {"coding": coding, **streams.stats(entry, q.n_bits, code_stream)}
+    t.info["index"] = {"coding": index_coding, **streams.stats(rel, index_bits, index_stream)}
+    t.info["entries"] = int(entry.shape[0])
     t.info["fillers"] = int(np.count_nonzero(entry == 0))
     return t

@@ -121,16 +121,31 @@ class BaseQuantizer(BaseEstimator):
                 ((k, getattr(self, k)) for k in self._STATE_META)}
         return meta, self._arrays()
 
+    def state_for_shape(self, shape) -> dict:
+        """The learned scalars (``to_parts``'s meta) of this quantizer fitted on a tensor of
+        ``shape``: they follow from the shape and the parameters, so files need not store
+        them."""
+        shape = [int(x) for x in shape]
+        n = int(np.prod(shape, dtype=np.int64))
+        in_features = shape[-1] if len(shape) == 1 else int(np.prod(shape[1:], dtype=np.int64))
+        values = {"shape_": shape, "n_weights_": n, "in_features_": in_features}
+        if "n_blocks_" in self._STATE_META:
+            values["n_blocks_"] = -(-in_features // int(self.block_size))
+        return {k: values[k] for k in self._STATE_META}
+
     @classmethod
-    def from_parts(cls, params: dict, meta: dict, arrays: dict):
+    def from_parts(cls, params: dict, meta: dict | None, arrays: dict, *, shape=None):
         """Rebuild a fitted quantizer from ``to_parts`` output: the parameters pass the same
         checks as ``fit``, the learned scalars must be in range, and every array's dtype and
-        shape must match the parameters (FormatError on any mismatch)."""
+        shape must match the parameters (FormatError on any mismatch).  With ``meta`` None
+        the learned scalars are derived from ``shape`` (``state_for_shape``)."""
         from ..errors import FormatError, VQCompressError
 
         try:
             q = cls(**params)
             q._check_params()
+            if meta is None:
+                meta = q.state_for_shape(shape)
             for k in cls._STATE_META:
                 v = meta[k]
                 if k == "shape_":
