@@ -1,4 +1,4 @@
-"""vqcompress command line: compress, inspect, decompress."""
+"""vqcompress command line: compress, inspect, decompress, sweep, demo."""
 from __future__ import annotations
 
 import argparse
@@ -120,6 +120,80 @@ def cmd_decompress(args) -> int:
     return 0
 
 
+def _parse_grid(specs) -> list[dict]:
+    """'key:v1|v2,key:v' specs (one per --grid) as compress option dicts with lists."""
+    from .errors import InputError
+    from .policy import parse_spec
+    grid = []
+    for spec in specs:
+        point = {}
+        for pair in filter(None, (p.strip() for p in spec.split(","))):
+            if ":" not in pair:
+                raise InputError(f"--grid {spec!r}: {pair!r} is not key:value[|value...]")
+            key, values = (x.strip() for x in pair.split(":", 1))
+            point[key] = [parse_spec({key: v}, where=f"--grid {spec!r}")[key]
+                          for v in values.split("|")]
+        grid.append(point)
+    return grid
+
+
+def _load_eval(target: str):
+    """'module:function' (or 'path/to/file.py:function') as a callable."""
+    import importlib
+    import importlib.util
+
+    from .errors import InputError
+    module, _, func = target.rpartition(":")
+    if not module or not func:
+        raise InputError(f"--eval {target!r}: expected module:function")
+    try:
+        if module.endswith(".py"):
+            spec = importlib.util.spec_from_file_location("_vqcompress_eval", module)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+        else:
+            mod = importlib.import_module(module)
+        return getattr(mod, func)
+    except (ImportError, AttributeError, OSError) as exc:
+        raise InputError(f"--eval {target!r}: {exc}") from None
+
+
+def cmd_sweep(args) -> int:
+    from . import report
+    from .evaluate import sweep
+    evaluate = _load_eval(args.eval)
+    grid = _parse_grid(args.grid or ["method:kmeans,bits:2|3|4|5|6"])
+    tick = None if args.json else (lambda i, n, p: print(f"[{i + 1}/{n}] {p}", flush=True))
+    result = sweep(args.input, evaluate, grid, baseline=not args.no_baseline,
+                   layers=args.layers, out_dir=os.path.join(args.out, "files"), progress=tick)
+    paths = report.write_all(result, args.out, metric_name=args.metric_name,
+                             title=os.path.basename(args.input))
+    if args.json:
+        print(json.dumps({**result, "files": paths}, indent=1, default=str))
+    else:
+        print(report.sweep_table(result, args.metric_name))
+        if paths.get("png_note"):
+            print(f"no plot: {paths['png_note']}")
+        print("wrote " + ", ".join(v for k, v in paths.items() if v and k != "png_note"))
+        for r in result["rows"]:
+            if r["error"]:
+                print(f"vqcompress: {r['error']}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .examples import demo
+    log = (lambda *a: None) if args.json else (lambda m: print(m, flush=True))
+    result = demo.run(args.out, quick=args.quick, log=log)
+    if args.json:
+        out = {k: v for k, v in result.items() if k != "sweep"}
+        print(json.dumps(out, indent=1, default=str))
+    else:
+        print()
+        print(demo.tables(result))
+    return 0
+
+
 def _pool(jobs: int):
     """A process pool of ``jobs`` workers (None for 1), each with its share of the cores
     for Numba so the workers do not oversubscribe the machine."""
@@ -176,8 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-tensor rule, repeatable, first match wins: a glob on the tensor "
                         "name and 'skip' or key:value pairs, e.g. '*.bias=skip' or "
                         "'*embeddings*=method:kmeans,bits:3' (keys: method, bits, block_size, "
-                        "stages, beam_size, group_size, codebook_dtype, entropy, prune, "
-                        "index_bits, min_elements)")
+                        "stages, beam_size, group_size, codebook_dtype, init, entropy, "
+                        "prune, index_bits, min_elements); 1-D tensors are quantized only "
+                        "when a rule names them")
     c.add_argument("--jobs", type=int, default=1,
                    help="compress tensors in N worker processes (default 1)")
     c.add_argument("--min-elements", type=int, default=1024,
@@ -201,6 +276,36 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("output")
     d.add_argument("--force", action="store_true")
     d.set_defaults(func=cmd_decompress)
+
+    w = sub.add_parser("sweep", help="compress over a grid of settings and score each with "
+                                     "your evaluation function")
+    w.add_argument("input", help="weight file: .npz, .npy or .safetensors")
+    w.add_argument("--eval", required=True, metavar="MODULE:FUNCTION",
+                   help="function called with {name: array} (or the nn layers, with "
+                        "--layers) returning the metric, higher is better; a module or a "
+                        ".py file path")
+    w.add_argument("--grid", action="append", metavar="SPEC",
+                   help="repeatable: compress options with '|' between values to try, e.g. "
+                        "'method:kmeans,bits:2|3|4' or 'method:pq,bits:8,block_size:4|8' "
+                        "(default: kmeans at 2-6 bits)")
+    w.add_argument("--out", default="vqcompress-sweep",
+                   help="folder for sweep.csv, sweep.json, sweep.png and the files")
+    w.add_argument("--layers", action="store_true",
+                   help="evaluate lookup-table layers instead of decompressed arrays")
+    w.add_argument("--no-baseline", action="store_true",
+                   help="leave out uniform quantization at 8/4/3/2 bits")
+    w.add_argument("--metric-name", default="metric")
+    w.add_argument("--json", action="store_true", help="print the results as JSON")
+    w.set_defaults(func=cmd_sweep)
+
+    m = sub.add_parser("demo", help="Deep Compression of the bundled digits MLP, tables, "
+                                    "sweep and plot")
+    m.add_argument("--out", default="vqcompress-demo", help="output folder "
+                   "(default ./vqcompress-demo)")
+    m.add_argument("--quick", action="store_true",
+                   help="fewer pruning rounds and epochs, a smaller sweep (for tests)")
+    m.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    m.set_defaults(func=cmd_demo)
     return p
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from . import container
 from . import prune as prune_mod
 from ._safetensors import bf16_to_f32
-from ._validation import check_int
+from ._validation import as_float_array, check_int
 from .coding import streams
 from .coding.sparse import sparse_encode
 from .errors import FormatError, InputError, TooFewValuesError, VQCompressError
@@ -68,6 +68,40 @@ class CompressedTensor:
         if self.dtype in ("float16", "float64"):
             return dense.astype(self.dtype)
         return dense
+
+    def set_codebook(self, codebook) -> None:
+        """Replace a kmeans tensor's shared values, keeping its codes: what centroid
+        fine-tuning (Deep Compression, section 3.3) produces.
+
+        ``codebook`` has the tensor's 2**n_bits entries; it is stored in the codebook dtype,
+        and with a zero codeword (sparse tensors) entry 0 must stay 0.0.  Entries are
+        re-sorted (codes remapped) so the codebook stays ordered.  The SQNR measured at
+        compression no longer applies and is dropped.
+        """
+        if self.method != "kmeans":
+            raise InputError(f"tensor {self.name!r}: set_codebook needs a kmeans tensor, "
+                             f"not {self.method!r}")
+        q = self.quantizer
+        book = as_float_array(codebook, name=f"{self.name} codebook", ndim=1)
+        if book.shape != q.codebook_.shape:
+            raise InputError(f"tensor {self.name!r}: codebook has {book.shape[0]} entries, "
+                             f"expected {q.codebook_.shape[0]}")
+        book = book.astype(q.codebook_.dtype)
+        if not np.isfinite(book).all():
+            raise InputError(f"tensor {self.name!r}: codebook has values out of the range "
+                             f"of {book.dtype}")
+        start = 1 if q.zero_codeword else 0
+        if start and book[0] != 0:
+            raise InputError(f"tensor {self.name!r}: entry 0 is the zero codeword and must "
+                             f"stay 0.0")
+        order = np.concatenate([np.arange(start), start + np.argsort(book[start:],
+                                                                     kind="stable")])
+        remap = np.empty_like(order)
+        remap[order] = np.arange(order.size)
+        q.codebook_ = book[order]
+        self.codes = remap[self.codes].astype(self.codes.dtype)
+        self.info.pop("sqnr_db", None)
+        self._parts = None
 
     def __repr__(self):
         return (f"CompressedTensor({self.name!r}, shape={self.shape}, method={self.method!r}, "
@@ -179,7 +213,7 @@ def load(path: str) -> CompressedModel:
 
 def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_size: int = 8,
              stages: int = 2, beam_size: int = 8, group_size="channel",
-             codebook_dtype: str = "float16", entropy: str = "auto",
+             codebook_dtype: str = "float16", init: str = "optimal", entropy: str = "auto",
              prune: float | None = None, index_bits: int | None = None,
              min_elements: int = 1024, random_state: int | None = 0, policy=None,
              executor=None, progress=None) -> CompressedModel:
@@ -194,11 +228,14 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
     block_size, stages, beam_size : pq / rq settings
     group_size : uniform grouping ('tensor', 'channel' or an int)
     codebook_dtype : {'float16', 'float32'} storage of codebooks
+    init : kmeans initialisation: 'optimal' (exact 1-D k-means, the default) or one of
+        'linear' (Deep Compression's choice), 'density', 'random', 'kmeans++'
     entropy : {'auto', 'none', 'huffman', 'rans'}
         How each code stream is stored: packed at its bit width, Huffman or rANS coded;
         'auto' keeps the smallest per stream (tables included).
     prune : float in [0, 1), optional
-        Magnitude-prune each compressed tensor to this sparsity, then share weights among
+        Magnitude-prune each compressed tensor to this sparsity (0.0 keeps the zeros it
+        already has: an already pruned model), then share weights among
         the survivors (method 'kmeans', code 0 reserved for zero) and store them sparse:
         codes and relative indices, each stream coded separately (Deep Compression).
     index_bits : int, optional
@@ -217,7 +254,8 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
     """
     defaults = {"method": method, "bits": bits, "block_size": block_size, "stages": stages,
                 "beam_size": beam_size, "group_size": group_size,
-                "codebook_dtype": codebook_dtype, "entropy": entropy, "prune": prune,
+                "codebook_dtype": codebook_dtype, "init": init, "entropy": entropy,
+                "prune": prune,
                 "index_bits": index_bits, "min_elements": min_elements, "seed": random_state}
     rules = parse_policy(policy)
     if isinstance(weights_or_path, (str, os.PathLike)):
@@ -277,7 +315,8 @@ def _check_options(name, o):
 def _quantizer(o, sparse):
     q = container.QUANTIZERS[o["method"]]
     if o["method"] == "kmeans":
-        return q(n_bits=o["bits"], codebook_dtype=o["codebook_dtype"], zero_codeword=sparse)
+        return q(n_bits=o["bits"], init=o["init"], codebook_dtype=o["codebook_dtype"],
+                 zero_codeword=sparse, random_state=o["seed"])
     if o["method"] == "pq":
         return q(block_size=o["block_size"], n_bits=o["bits"], codebook_dtype=o["codebook_dtype"],
                  random_state=o["seed"])
@@ -296,7 +335,7 @@ def _compress_one(name, src, path, arr, o) -> CompressedTensor:
     stored = src.stored(name) if path and src_dtype == "bfloat16" else arr
     raw = CompressedTensor(name, shape, src_dtype, "raw", raw=np.ascontiguousarray(stored))
     reason = ("policy skip" if o.get("skip") else f"{arr.dtype} dtype" if arr.dtype.kind != "f"
-              else f"rank {arr.ndim}" if arr.ndim < 2
+              else f"rank {arr.ndim}" if arr.ndim == 0 or (arr.ndim == 1 and not o.get("ruled"))
               else f"under {o['min_elements']} weights" if arr.size < o["min_elements"] else None)
     if reason:
         raw.info["raw_reason"] = reason

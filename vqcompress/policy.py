@@ -8,6 +8,7 @@ decides its options, on top of the defaults given to ``compress``.  A spec is ``
     *word_embeddings*=method:kmeans,bits:3
     encoder.layer.*.weight=method:pq,bits:8,block_size:8
     *.dense.weight=prune:0.5,bits:5
+    *.bias=method:kmeans,bits:6,min_elements:0     (vectors are quantized only by a rule)
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from .errors import InputError
 
 # option name -> type used to parse it from text
 OPTIONS = {"method": str, "bits": int, "block_size": int, "stages": int, "beam_size": int,
-           "group_size": str, "codebook_dtype": str, "entropy": str, "prune": float,
+           "group_size": str, "codebook_dtype": str, "init": str, "entropy": str, "prune": float,
            "index_bits": int, "min_elements": int}
 SKIP = {"skip": True}
 
@@ -89,8 +90,10 @@ def parse_policy(policy) -> list[tuple[str, dict]]:
 
 
 def plan_for(name: str, rules: list, defaults: dict) -> dict:
-    """The options for tensor ``name``: the defaults, overridden by the first matching rule."""
+    """The options for tensor ``name``: the defaults, overridden by the first matching rule
+    (``ruled`` tells whether one matched: a rule that names a tensor may quantize what the
+    defaults leave raw, such as 1-D biases)."""
     for pattern, spec in rules:
         if fnmatch.fnmatchcase(name, pattern):
-            return {**defaults, **spec}
-    return dict(defaults)
+            return {**defaults, **spec, "ruled": True}
+    return {**defaults, "ruled": False}
