@@ -485,3 +485,11 @@ def test_duplicate_names_in_a_header_are_refused(vqz, tmp_path):
     p.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
     with pytest.raises(FormatError, match="twice"):
         vq.load(p)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path, weights):
+    path = tmp_path / "m.vqz"
+    vq.compress(weights).save(path)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~mask

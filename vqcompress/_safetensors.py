@@ -135,6 +135,13 @@ def read_array(f, entry: Entry, data_start: int, *, bf16_bits: bool = False) -> 
     return arr.astype(arr.dtype.newbyteorder("="), copy=True)
 
 
+def _default_mode() -> int:
+    """The permissions a plain open() would give a new file: 0666 less the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write(path: str, arrays: dict, metadata: dict, *, force: bool = False,
           bf16: frozenset = frozenset()) -> int:
     """Write ``arrays`` ({name: ndarray}) and string ``metadata`` atomically.
@@ -174,6 +181,7 @@ def write(path: str, arrays: dict, metadata: dict, *, force: bool = False,
                 f.write(blob)
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), _default_mode())  # mkstemp makes it 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
