@@ -196,3 +196,19 @@ def test_demo_quick_runs_end_to_end(tmp_path, capsys):
     assert {r["layer"] for r in res["layers"]} == set(digits.load_weights())
     assert os.path.exists(res["files"]["csv"])
     assert res["post_training"]["rows"]
+
+
+def test_set_coding_recodes_the_streams(tmp_path):
+    W = np.random.default_rng(4).laplace(size=(24, 64)).astype(np.float32)
+    m = vq.compress({"w": W}, method="kmeans", bits=4, prune=0.8, entropy="huffman",
+                    min_elements=0)
+    t = m["w"]
+    codes = t.codes.copy()
+    t.set_coding("none", "rans")
+    assert (t.coding, t.index_coding) == ("none", "rans")
+    m.save(tmp_path / "r.vqz")
+    back = vq.load(tmp_path / "r.vqz")["w"]
+    assert (back.coding, back.index_coding) == ("none", "rans")
+    np.testing.assert_array_equal(back.codes, codes)
+    with pytest.raises(InputError, match="coding"):
+        t.set_coding("zip")

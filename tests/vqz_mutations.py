@@ -12,7 +12,6 @@ import struct
 import tempfile
 import time
 import tracemalloc
-import zlib
 
 import numpy as np
 
@@ -73,8 +72,8 @@ def set_records(head: dict, records) -> None:
 
 
 def fix_crcs(head: dict, body: bytes) -> None:
-    """Recompute every tensor's recorded checksum from the (possibly edited) body: one
-    CRC-32 over its parts in sorted part-name order, as the writer does."""
+    """Recompute every tensor's recorded checksum from the (possibly edited) body, with
+    the writer's own function."""
     try:
         records = get_records(head)
     except Exception:
@@ -82,14 +81,14 @@ def fix_crcs(head: dict, body: bytes) -> None:
     for name, rec in records.items() if isinstance(records, dict) else []:
         if not isinstance(rec, dict):
             continue
-        crc = 0
+        parts = {}
         try:
-            for key in sorted(k for k in head if k.rpartition("/")[0] == name):
-                a, b = head[key]["data_offsets"]
-                crc = zlib.crc32(body[a:b], crc)
+            for k in (k for k in head if k.rpartition("/")[0] == name):
+                a, b = head[k]["data_offsets"]
+                parts[k] = np.frombuffer(body[a:b], np.uint8)
         except Exception:
             continue
-        rec["crc"] = f"{crc & 0xFFFFFFFF:08x}"
+        rec["crc"] = vq.container.crc32(parts)
     set_records(head, records)
 
 

@@ -186,8 +186,7 @@ def cmd_demo(args) -> int:
     log = (lambda *a: None) if args.json else (lambda m: print(m, flush=True))
     result = demo.run(args.out, quick=args.quick, log=log)
     if args.json:
-        out = {k: v for k, v in result.items() if k != "sweep"}
-        print(json.dumps(out, indent=1, default=str))
+        print(json.dumps(result, indent=1, default=str))
     else:
         print()
         print(demo.tables(result))

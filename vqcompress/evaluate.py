@@ -8,6 +8,7 @@ whose compression or evaluation raises is recorded with its error and the sweep 
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 import os
 import tempfile
@@ -20,6 +21,7 @@ from .io import open_weights
 from .pipeline import compress, load
 
 UNIFORM_BASELINE = (8, 4, 3, 2)  # what everyone would otherwise use
+_DEFAULTS = {k: p.default for k, p in inspect.signature(compress).parameters.items()}
 
 
 def expand_grid(grid) -> list[dict]:
@@ -83,8 +85,8 @@ def sweep(weights, evaluate, grid, *, baseline: bool = True, layers: bool = Fals
 
 
 def _run_point(original, evaluate, point, i, folder, layers) -> dict:
-    row = {"point": i, **point, "method": point.get("method", "kmeans"),
-           "bits": point.get("bits", 4), "file_bytes": None, "ratio": None,
+    row = {"point": i, **point, "method": point.get("method", _DEFAULTS["method"]),
+           "bits": point.get("bits", _DEFAULTS["bits"]), "file_bytes": None, "ratio": None,
            "bits_per_weight": None, "metric": None, "seconds": None, "error": None}
     t0 = time.perf_counter()
     stage = "compress"

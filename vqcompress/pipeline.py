@@ -69,6 +69,20 @@ class CompressedTensor:
             return dense.astype(self.dtype)
         return dense
 
+    def set_coding(self, codes: str, index: str | None = None) -> None:
+        """Store the code stream (and a sparse tensor's index stream) with another coding:
+        'none', 'huffman' or 'rans'.  The streams are re-coded when next needed."""
+        for which, value in (("codes", codes), ("index", index)):
+            if value is not None and value not in streams.CODINGS:
+                raise InputError(f"tensor {self.name!r}: {which} coding must be one of "
+                                 f"{list(streams.CODINGS)}, got {value!r}")
+        if self.method == "raw":
+            return
+        self.coding = codes
+        if self.index_bits and index is not None:
+            self.index_coding = index
+        self._parts = None
+
     def set_codebook(self, codebook) -> None:
         """Replace a kmeans tensor's shared values, keeping its codes: what centroid
         fine-tuning (Deep Compression, section 3.3) produces.

@@ -82,11 +82,11 @@ def finetune_centroids(model, base, *, epochs, lr=0.005):
         t.set_codebook(books[n])
 
 
-def layer_table(pq_file, final_file, base) -> list[dict]:
+def layer_table(pq, fin, base) -> list[dict]:
     """Per layer, in the shape of the paper's Table 2: weights, % kept, weight and index
     bits before and after Huffman, % of the original size before and after Huffman (each
-    from its real file, header share included)."""
-    pq, fin = load(pq_file), load(final_file)
+    from its real file, as loaded: ``pq`` packed, ``fin`` Huffman coded; header share
+    included)."""
     pq_rep = {r["name"]: r for r in pq.report()["tensors"]}
     fin_rep = {r["name"]: r for r in fin.report()["tensors"]}
     rows = []
@@ -143,13 +143,11 @@ def run(out_dir: str, *, quick: bool = False, bits: int = 4, bias_bits: int = 3,
     no_huff = os.path.join(out_dir, "digits_mlp_no_huffman.vqz")
     model.save(final, force=True)
     for t in model.tensors.values():  # the same codes and codebooks, bit-packed
-        t.coding = t.index_coding = "none"
-        t._parts = None
+        t.set_coding("none", "none")
     model.save(no_huff, force=True)
-    back = load(final)
+    back, packed = load(final), load(no_huff)
     acc_final = digits.accuracy(back.decompress(), X_test, y_test)
-    file_bytes = os.path.getsize(final)
-    packed_bytes = os.path.getsize(no_huff)
+    file_bytes, packed_bytes = back.file_bytes, packed.file_bytes
     result = {
         "accuracy_before": acc0, "accuracy_pruned": acc_pruned,
         "accuracy_shared": acc_shared, "accuracy_after": acc_final,
@@ -161,7 +159,7 @@ def run(out_dir: str, *, quick: bool = False, bits: int = 4, bias_bits: int = 3,
                    "pruning_quantization_x": source_bytes / packed_bytes,
                    "pruning_quantization_huffman_x": source_bytes / file_bytes},
         "weights_kept": kept, "weights": n_weights,
-        "layers": layer_table(no_huff, final, base),
+        "layers": layer_table(packed, back, base),
         "files": {"vqz": final, "vqz_no_huffman": no_huff},
         "settings": {"bits": bits, "bias_bits": bias_bits, "index_bits": index_bits,
                      "sparsity": dict(sparsity), **cfg},

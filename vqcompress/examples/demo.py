@@ -39,14 +39,10 @@ def run(out_dir: str, *, quick: bool = False, log=print) -> dict:
                              title="digits MLP 64-300-100-10", marks=[mark])
     best = best_ratio(swept["rows"], swept["reference"], 0.01)
     result["post_training"] = {
-        "best_at_1_point_loss": None if best is None else
+        **swept, "best_at_1_point_loss": None if best is None else
         {k: best.get(k) for k in ("method", "bits", "block_size", "prune", "ratio",
-                                  "file_bytes", "metric")},
-        "rows": swept["rows"]}
-    result["files"].update({k: v for k, v in paths.items() if k in ("csv", "json", "png")})
-    if "png_note" in paths:
-        result["files"]["png_note"] = paths["png_note"]
-    result["sweep"] = swept
+                                  "file_bytes", "metric")}}
+    result["files"].update(paths)
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result
 
@@ -82,7 +78,7 @@ def tables(result: dict) -> str:
         f"{r['ratio']:.1f}x smaller than float32, {r['bits_per_weight']:.3f} bits/weight",
         "",
         "post-training sweep (no data, no retraining):",
-        report.sweep_table(r["sweep"], "accuracy"),
+        report.sweep_table(r["post_training"], "accuracy"),
         "best ratio within 1 point without retraining: " + (
             "none" if best is None else
             f"{best['method']} {best['bits']} bits"
