@@ -26,8 +26,8 @@ from . import digits
 
 WEIGHTS = tuple(f"{n}.weight" for n in digits.LAYERS)
 # per-layer final sparsity, set per layer as in the paper's Table 2 (LeNet-300-100 pruned
-# 92%, 91%, 74%).  Chosen from a few measured runs of this recipe (4-bit weights, 3-bit
-# biases): 90/96/75 gave 35.0x and 93/97/80 gave 40.9x at 0.44 points lost.
+# 92%, 91%, 74%).  Chosen from a few measured runs of this recipe with 4-bit weights and
+# 4-bit biases: 90/96/75 gave 35.0x, 93/97/80 gave 40.9x at 0.44 points lost.
 SPARSITY = {"fc1.weight": 0.92, "fc2.weight": 0.975, "fc3.weight": 0.75}
 FULL = {"steps": 10, "epochs": 8, "finetune_epochs": 4}
 QUICK = {"steps": 3, "epochs": 2, "finetune_epochs": 1}
