@@ -150,3 +150,39 @@ def huffman_total_bits(freqs):
         total += a + b
         heapq.heappush(heap, a + b)
     return total
+
+
+def bert_sentence(w, ids, n_layers, n_heads, eps=1e-12):
+    """One unpadded sentence through a BERT encoder, mean pooled and normalised: float64,
+    one head at a time, erf GELU from math (the oracle for the batched numpy encoder)."""
+    import math
+
+    def ln(x, name):
+        mu = x.mean(-1, keepdims=True)
+        var = ((x - mu) ** 2).mean(-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + eps) * w[name + ".weight"] + w[name + ".bias"]
+
+    def lin(x, name):
+        return x @ w[name + ".weight"].astype(np.float64).T + w[name + ".bias"]
+
+    w = {k: v.astype(np.float64) for k, v in w.items()}
+    T = len(ids)
+    x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:T]
+         + w["embeddings.token_type_embeddings.weight"][0])
+    x = ln(x, "embeddings.LayerNorm")
+    d = x.shape[1] // n_heads
+    for i in range(n_layers):
+        p = f"encoder.layer.{i}."
+        q, k, v = (lin(x, p + "attention.self." + s) for s in ("query", "key", "value"))
+        ctx = np.zeros_like(x)
+        for h in range(n_heads):
+            sl = slice(h * d, (h + 1) * d)
+            s = q[:, sl] @ k[:, sl].T / math.sqrt(d)
+            a = np.exp(s - s.max(1, keepdims=True))
+            ctx[:, sl] = (a / a.sum(1, keepdims=True)) @ v[:, sl]
+        x = ln(lin(ctx, p + "attention.output.dense") + x, p + "attention.output.LayerNorm")
+        hid = lin(x, p + "intermediate.dense")
+        hid = np.vectorize(lambda t: 0.5 * t * (1 + math.erf(t / math.sqrt(2))))(hid)
+        x = ln(lin(hid, p + "output.dense") + x, p + "output.LayerNorm")
+    pooled = x.mean(0)
+    return pooled / np.linalg.norm(pooled)

@@ -8,16 +8,18 @@ from .layers import CROSSOVER, LUTEmbedding, LUTLinear
 __all__ = ["load", "LUTLinear", "LUTEmbedding", "CROSSOVER"]
 
 
-def load(path, *, embeddings=("*embed*",)) -> dict:
-    """The layers of a .vqz file, by weight tensor name.
+def load(path_or_model, *, embeddings=("*embed*",)) -> dict:
+    """The layers of a .vqz file (or of a loaded CompressedModel), by weight tensor name.
 
     Every 2-D tensor whose name ends in 'weight' becomes a ``LUTLinear`` (with the bias
     stored beside it, ``<prefix>bias``, when there is one), or a ``LUTEmbedding`` when its
     name matches one of the ``embeddings`` glob patterns.
     """
+    from ..pipeline import CompressedModel
     from ..pipeline import load as load_model
 
-    model = load_model(path)
+    model = path_or_model if isinstance(path_or_model, CompressedModel) \
+        else load_model(path_or_model)
     layers = {}
     for name, t in model.tensors.items():
         if len(t.shape) != 2 or not name.endswith("weight"):
