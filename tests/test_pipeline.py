@@ -493,3 +493,26 @@ def test_written_files_get_the_usual_permissions(tmp_path, weights):
     mask = os.umask(0)
     os.umask(mask)
     assert (path.stat().st_mode & 0o777) == 0o666 & ~mask
+
+
+def test_from_codes_stores_another_librarys_codebook(tmp_path):
+    """faiss trains and encodes; our file stores its codebook and codes; decoding the file
+    gives faiss's own reconstruction."""
+    faiss = pytest.importorskip("faiss")
+    W = np.random.default_rng(7).normal(size=(64, 40)).astype(np.float32)
+    fpq = faiss.ProductQuantizer(8, 1, 6)
+    blocks = np.ascontiguousarray(W.reshape(-1, 8))
+    fpq.train(blocks)
+    codes = fpq.compute_codes(blocks)  # one byte per block for 6 bits
+    q = vq.ProductQuantizer(block_size=8, n_bits=6, codebook_dtype="float32")
+    q.codebooks_ = faiss.vector_to_array(fpq.centroids).reshape(1, 64, 8)
+    q.in_features_, q.n_blocks_, q.shape_, q.n_weights_ = 40, 5, W.shape, W.size
+    t = vq.CompressedTensor.from_codes("w", q, codes.reshape(64, 5), reference=W)
+    assert t.method == "pq" and t.info["sqnr_db"] > 0
+    vq.CompressedModel({"w": t}).save(tmp_path / "f.vqz")
+    back = vq.load(tmp_path / "f.vqz")["w"].decompress()
+    np.testing.assert_array_equal(back, fpq.decode(codes).reshape(W.shape))
+    with pytest.raises(InputError, match="w codes"):
+        vq.CompressedTensor.from_codes("w", q, np.full((64, 5), 64, np.uint8))
+    with pytest.raises(InputError, match="expected shape"):
+        vq.CompressedTensor.from_codes("w", q, codes)

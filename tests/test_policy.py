@@ -16,13 +16,15 @@ def test_parse_rules():
     assert parse_rule(" enc.*.weight = method:pq, bits:8,block_size:4 ") == (
         "enc.*.weight", {"method": "pq", "bits": 8, "block_size": 4})
     assert parse_rule("x=group_size:32,prune:0.5") == ("x", {"group_size": 32, "prune": 0.5})
+    assert parse_rule("x=symmetric:false") == ("x", {"symmetric": False})
+    assert parse_rule("x=symmetric:True") == ("x", {"symmetric": True})
     assert parse_policy({"a*": "skip", "b": {"bits": 3}}) == [("a*", {"skip": True}),
                                                               ("b", {"bits": 3})]
 
 
 @pytest.mark.parametrize("bad, match", [
     ("nopattern", "PATTERN=SPEC"), ("=skip", "empty pattern"), ("x=bitz:3", "unknown option"),
-    ("x=bits:three", "not a int"), ("x=bits", "key:value"), ("x=group_size:row", "group_size"),
+    ("x=bits:three", "not a int"), ("x=symmetric:maybe", "not a bool"), ("x=bits", "key:value"), ("x=group_size:row", "group_size"),
 ])
 def test_bad_rules(bad, match):
     with pytest.raises(InputError, match=match):
@@ -81,3 +83,21 @@ def test_same_file_for_any_numba_thread_count(tmp_path):
                        env=env, check=True, capture_output=True)
         outs.append(out.read_bytes())
     assert outs[0] == outs[1] == outs[2]
+
+
+def test_symmetric_uniform_is_gguf_q4_0_sized(tmp_path):
+    """4-bit codes plus one float16 scale per 32 weights, no zero points: 4.5 bits/weight
+    fixed-rate, and the grid is symmetric (the largest magnitude lands on -8 * scale)."""
+    from vqcompress.cli import main as cli
+    W = np.random.default_rng(2).normal(size=(64, 96)).astype(np.float32)
+    m = vq.compress({"w": W}, method="uniform", bits=4, group_size=32, symmetric=True,
+                    entropy="none")
+    assert m["w"].nbytes * 8 / W.size == 4.5
+    assert "zero_points" not in vq.container.tensor_parts(m["w"])
+    np.save(tmp_path / "w.npy", W)
+    cli(["compress", str(tmp_path / "w.npy"), str(tmp_path / "w.vqz"), "--method", "uniform",
+         "--bits", "4", "--group-size", "32", "--symmetric", "--entropy", "none", "--json"])
+    back = vq.load(tmp_path / "w.vqz")
+    t = next(iter(back.tensors.values()))
+    assert t.quantizer.symmetric
+    np.testing.assert_array_equal(t.decompress(), m["w"].decompress())

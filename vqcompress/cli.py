@@ -87,7 +87,8 @@ def cmd_compress(args) -> int:
         model = compress(args.input, method=args.method, bits=args.bits, policy=args.policy,
                          executor=pool,
                          block_size=args.block_size, stages=args.stages, beam_size=args.beam,
-                         group_size=_group(args.group_size), codebook_dtype=args.codebook_dtype,
+                         group_size=_group(args.group_size), symmetric=args.symmetric,
+                         codebook_dtype=args.codebook_dtype,
                          entropy=args.entropy, prune=args.prune, index_bits=args.index_bits,
                          min_elements=args.min_elements, random_state=args.seed, progress=step)
     finally:
@@ -235,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--beam", type=int, default=8, help="rq beam size (default 8)")
     c.add_argument("--group-size", default="channel",
                    help="uniform: 'tensor', 'channel' or an integer group length")
+    c.add_argument("--symmetric", action="store_true",
+                   help="uniform: one signed float16 scale per group, no zero point (as "
+                        "GGUF Q4_0); default affine with a zero point per group")
     c.add_argument("--codebook-dtype", choices=("float16", "float32"), default="float16")
     c.add_argument("--entropy", choices=("auto", "none", "huffman", "rans"), default="auto",
                    help="how code streams are stored: packed at their bit width, Huffman or "
@@ -249,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-tensor rule, repeatable, first match wins: a glob on the tensor "
                         "name and 'skip' or key:value pairs, e.g. '*.bias=skip' or "
                         "'*embeddings*=method:kmeans,bits:3' (keys: method, bits, block_size, "
-                        "stages, beam_size, group_size, codebook_dtype, init, entropy, "
+                        "stages, beam_size, group_size, symmetric, codebook_dtype, init, entropy, "
                         "prune, index_bits, min_elements); 1-D tensors are quantized only "
                         "when a rule names them")
     c.add_argument("--jobs", type=int, default=1,

@@ -69,6 +69,38 @@ class CompressedTensor:
             return dense.astype(self.dtype)
         return dense
 
+    @classmethod
+    def from_codes(cls, name: str, quantizer, codes, *, dtype: str = "float32",
+                   entropy: str = "auto", reference=None) -> CompressedTensor:
+        """A quantized tensor from a fitted quantizer and its codes, however they were found
+        (another library's, say, put into our quantizer's attributes).
+
+        ``dtype`` is the source dtype recorded; ``entropy`` picks the code stream's coding
+        as ``compress`` does; with ``reference`` (the original weights) the tensor records
+        its SQNR.  Codes are checked against the codebook and the fitted shape.
+        """
+        from .quantizers._base import check_codes, code_dtype
+
+        if entropy not in streams.CODINGS + ("auto",):
+            raise InputError(f"tensor {name!r}: entropy must be one of "
+                             f"{list(streams.CODINGS) + ['auto']}, got {entropy!r}")
+        quantizer._check_fitted()
+        method = next((m for m, c in container.QUANTIZERS.items() if type(quantizer) is c),
+                      None)
+        if method is None:
+            raise InputError(f"tensor {name!r}: {type(quantizer).__name__} is not one of "
+                             f"vqcompress's quantizers")
+        codes = check_codes(codes, n_entries=1 << quantizer.n_bits, name=f"{name} codes",
+                            shape=quantizer.code_shape()).astype(code_dtype(quantizer.n_bits))
+        coding, stream = streams.choose(codes, quantizer.n_bits, entropy)
+        t = cls(name, tuple(quantizer.shape_), dtype, method, quantizer=quantizer,
+                codes=codes, coding=coding)
+        container.set_parts(t, stream)
+        t.info["codes"] = {"coding": coding, **streams.stats(codes, quantizer.n_bits, stream)}
+        if reference is not None:
+            t.info["sqnr_db"] = _sqnr_db(np.asarray(reference, np.float32), t.decompress())
+        return t
+
     def set_coding(self, codes: str, index: str | None = None) -> None:
         """Store the code stream (and a sparse tensor's index stream) with another coding:
         'none', 'huffman' or 'rans'.  The streams are re-coded when next needed."""
@@ -226,7 +258,7 @@ def load(path: str) -> CompressedModel:
 
 
 def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_size: int = 8,
-             stages: int = 2, beam_size: int = 8, group_size="channel",
+             stages: int = 2, beam_size: int = 8, group_size="channel", symmetric: bool = False,
              codebook_dtype: str = "float16", init: str = "optimal", entropy: str = "auto",
              prune: float | None = None, index_bits: int | None = None,
              min_elements: int = 1024, random_state: int | None = 0, policy=None,
@@ -241,6 +273,8 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
         and stage for rq)
     block_size, stages, beam_size : pq / rq settings
     group_size : uniform grouping ('tensor', 'channel' or an int)
+    symmetric : uniform grid: False is affine (an n_bits zero point per group, as GPTQ);
+        True is one signed scale per group and no zero point (as GGUF's Q4_0 / Q8_0)
     codebook_dtype : {'float16', 'float32'} storage of codebooks
     init : kmeans initialisation: 'optimal' (exact 1-D k-means, the default) or one of
         'linear' (Deep Compression's choice), 'density', 'random', 'kmeans++'
@@ -267,7 +301,7 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
     progress : callable(name, n_weights) called before each tensor, or None
     """
     defaults = {"method": method, "bits": bits, "block_size": block_size, "stages": stages,
-                "beam_size": beam_size, "group_size": group_size,
+                "beam_size": beam_size, "group_size": group_size, "symmetric": symmetric,
                 "codebook_dtype": codebook_dtype, "init": init, "entropy": entropy,
                 "prune": prune,
                 "index_bits": index_bits, "min_elements": min_elements, "seed": random_state}
@@ -338,7 +372,7 @@ def _quantizer(o, sparse):
         return q(block_size=o["block_size"], n_bits=o["bits"], n_stages=o["stages"],
                  beam_size=o["beam_size"], codebook_dtype=o["codebook_dtype"],
                  random_state=o["seed"])
-    return q(n_bits=o["bits"], group_size=o["group_size"])
+    return q(n_bits=o["bits"], group_size=o["group_size"], symmetric=bool(o["symmetric"]))
 
 
 def _compress_one(name, src, path, arr, o) -> CompressedTensor:
@@ -370,21 +404,21 @@ def _compress_one(name, src, path, arr, o) -> CompressedTensor:
         t = _sparse_tensor(name, shape, src_dtype, q, codes, o["entropy"],
                            o["index_bits"] or (8 if arr.ndim == 4 else 5))
     else:
-        coding, stream = streams.choose(codes, q.n_bits, o["entropy"])
-        t = CompressedTensor(name, shape, src_dtype, o["method"], quantizer=q, codes=codes,
-                             coding=coding)
-        container.set_parts(t, stream)
-        t.info["codes"] = {"coding": coding, **streams.stats(codes, q.n_bits, stream)}
-    dense = t.decompress().astype(np.float64)
-    err = float(np.sum((dense - W) ** 2))
-    signal = float(np.sum(W.astype(np.float64) ** 2))
-    t.info["sqnr_db"] = round(float(10 * np.log10(signal / err)), 3) if err > 0 and signal > 0 \
-        else None
+        t = CompressedTensor.from_codes(name, q, codes, dtype=src_dtype, entropy=o["entropy"])
+    t.info["sqnr_db"] = _sqnr_db(W, t.decompress())
     t.info["sparsity"] = round(float(np.mean(codes == 0)), 6) if sparse else None
     if t.nbytes < raw.nbytes or sparse:
         return t
     raw.info["raw_reason"] = "no gain"
     return raw
+
+
+def _sqnr_db(W, dense) -> float | None:
+    """10 log10(signal / error) in dB, None when either is zero."""
+    W = np.asarray(W, np.float64).reshape(-1)
+    err = float(np.sum((np.asarray(dense, np.float64).reshape(-1) - W) ** 2))
+    signal = float(np.sum(W ** 2))
+    return round(float(10 * np.log10(signal / err)), 3) if err > 0 and signal > 0 else None
 
 
 def _sparse_tensor(name, shape, src_dtype, q, codes, entropy, index_bits):

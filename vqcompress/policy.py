@@ -16,8 +16,21 @@ import fnmatch
 
 from .errors import InputError
 
+
+def _bool(text) -> bool:
+    if isinstance(text, bool):
+        return text
+    if str(text).lower() in ("true", "1", "yes"):
+        return True
+    if str(text).lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(text)
+
+
+_bool.__name__ = "bool"
+
 # option name -> type used to parse it from text
-OPTIONS = {"method": str, "bits": int, "block_size": int, "stages": int, "beam_size": int,
+OPTIONS = {"symmetric": _bool, "method": str, "bits": int, "block_size": int, "stages": int, "beam_size": int,
            "group_size": str, "codebook_dtype": str, "init": str, "entropy": str, "prune": float,
            "index_bits": int, "min_elements": int}
 SKIP = {"skip": True}
