@@ -90,7 +90,8 @@ def cmd_compress(args) -> int:
                          group_size=_group(args.group_size), symmetric=args.symmetric,
                          codebook_dtype=args.codebook_dtype,
                          entropy=args.entropy, prune=args.prune, index_bits=args.index_bits,
-                         min_elements=args.min_elements, random_state=args.seed, progress=step)
+                         min_elements=args.min_elements, random_state=args.seed,
+                         calibration=args.calibration, progress=step)
     finally:
         close()
         if pool is not None:
@@ -254,8 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "name and 'skip' or key:value pairs, e.g. '*.bias=skip' or "
                         "'*embeddings*=method:kmeans,bits:3' (keys: method, bits, block_size, "
                         "stages, beam_size, group_size, symmetric, codebook_dtype, init, entropy, "
-                        "prune, index_bits, min_elements); 1-D tensors are quantized only "
+                        "prune, index_bits, min_elements, calibrate); 1-D tensors are quantized only "
                         "when a rule names them")
+    c.add_argument("--calibration", metavar="FILE",
+                   help="calibration statistics (a .safetensors file from "
+                        "vqcompress.calibration.save): the 2-D tensors it names are "
+                        "quantized for the error of their output on those inputs")
     c.add_argument("--jobs", type=int, default=1,
                    help="compress tensors in N worker processes (default 1)")
     c.add_argument("--min-elements", type=int, default=1024,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import container
+from . import container, output_aware
 from . import prune as prune_mod
 from ._safetensors import bf16_to_f32
 from ._validation import as_float_array, check_choice, check_int
@@ -261,7 +261,7 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
              codebook_dtype: str = "float16", init: str = "optimal", entropy: str = "auto",
              prune: float | None = None, index_bits: int | None = None,
              min_elements: int = 1024, random_state: int | None = 0, policy=None,
-             executor=None, progress=None) -> CompressedModel:
+             calibration=None, executor=None, progress=None) -> CompressedModel:
     """Compress every eligible tensor of a weight file or {name: array} mapping.
 
     Parameters
@@ -293,6 +293,13 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
     policy : per-tensor rules (see ``vqcompress.policy``): 'PATTERN=SPEC' strings, (pattern,
         spec) pairs or {pattern: spec}; the first match overrides the options above, and
         'skip' stores a tensor as it is.
+    calibration : mapping or path, optional
+        Per tensor name, what the layer's inputs look like: a ``calibration.Stats``
+        (``vqcompress.nn.Recorder`` collects them while a model runs), activations X
+        (n, in_features) or a 1-D importance vector; or the path of a file written by
+        ``calibration.save``.  Those 2-D tensors are quantized for the error of their
+        output on such inputs (see ``vqcompress.output_aware``; methods kmeans, pq and rq,
+        no pruning); the policy option ``calibrate:false`` opts a tensor out.
     executor : concurrent.futures.Executor, optional
         Compress tensors in parallel.  Needs a file path: each task carries the path, a
         tensor name and the options, never arrays, so any executor (a process pool, a
@@ -318,15 +325,17 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
     plans = {name: plan_for(name, rules, defaults) for name in src}
     for name, opts in plans.items():
         _check_options(name, opts)
+    stats = _calibration_for(calibration, src, path, plans)
     if executor is None:
         out = {}
         for name in src:
             arr = np.asarray(src[name])
             if progress:
                 progress(name, arr.size)
-            out[name] = _compress_one(name, src, path, arr, plans[name])
+            out[name] = _compress_one(name, src, path, arr, plans[name], stats.get(name))
         return CompressedModel(out, source_bytes=source_bytes)
-    futures = {name: executor.submit(compress_task, path, name, plans[name]) for name in src}
+    futures = {name: executor.submit(compress_task, path, name, plans[name], stats.get(name))
+               for name in src}
     out = {}
     for name, fut in futures.items():  # in file order, whatever order they finish in
         if progress:
@@ -335,10 +344,37 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
     return CompressedModel(out, source_bytes=source_bytes)
 
 
-def compress_task(path: str, name: str, options: dict) -> CompressedTensor:
-    """One unit of parallel work: read tensor ``name`` from ``path`` and compress it."""
+def compress_task(path: str, name: str, options: dict, stats=None) -> CompressedTensor:
+    """One unit of parallel work: read tensor ``name`` from ``path`` and compress it
+    (with its calibration ``stats``, if any)."""
     src = open_weights(path)
-    return _compress_one(name, src, path, np.asarray(src[name]), options)
+    return _compress_one(name, src, path, np.asarray(src[name]), options, stats)
+
+
+def _calibration_for(calibration, src, path, plans) -> dict:
+    """{name: Stats} for the tensors that will be quantized output-aware, validated
+    against the tensors' shapes and options before any work starts."""
+    from . import calibration as calib
+
+    if calibration is None:
+        return {}
+    if isinstance(calibration, (str, os.PathLike)):
+        calibration = calib.load(calibration)
+    out = {}
+    for name, value in calibration.items():
+        if name not in plans:
+            raise InputError(f"calibration names tensor {name!r}, which is not in the weights")
+        o = plans[name]
+        if o.get("skip") or not o.get("calibrate", True):
+            continue
+        shape = tuple(src.shape(name)) if path else np.shape(src[name])
+        if len(shape) != 2:
+            raise InputError(f"tensor {name!r}: calibration needs a 2-D weight, not {shape}")
+        if o["method"] not in ("kmeans", "pq", "rq") or o["prune"] is not None:
+            raise InputError(f"tensor {name!r}: calibration works with methods kmeans, pq "
+                             f"and rq without pruning; opt it out with calibrate:false")
+        out[name] = calib.as_stats(value, name=name, in_features=shape[1])
+    return out
 
 
 def _check_options(name, o):
@@ -374,9 +410,10 @@ def _quantizer(o, sparse):
     return q(n_bits=o["bits"], group_size=o["group_size"], symmetric=bool(o["symmetric"]))
 
 
-def _compress_one(name, src, path, arr, o) -> CompressedTensor:
-    """One tensor with options ``o`` (a plan from the policy; validated).  ``src`` is the
-    WeightsFile when ``path`` is set (for the source dtype and the stored bits)."""
+def _compress_one(name, src, path, arr, o, stats=None) -> CompressedTensor:
+    """One tensor with options ``o`` (a plan from the policy; validated) and, for output-
+    aware quantization, its calibration ``stats``.  ``src`` is the WeightsFile when
+    ``path`` is set (for the source dtype and the stored bits)."""
     shape = tuple(arr.shape)
     src_dtype = src.source_dtype(name) if path else str(arr.dtype)
     stored = src.stored(name) if path and src_dtype == "bfloat16" else arr
@@ -390,9 +427,13 @@ def _compress_one(name, src, path, arr, o) -> CompressedTensor:
     W = arr.astype(np.float32)
     sparse = o["prune"] is not None
     q = _quantizer(o, sparse)
+    calibrated = {}
     try:
         target = W * prune_mod.magnitude_mask(W, o["prune"]) if sparse else W
-        codes = q.fit_encode(target)
+        if stats is not None:
+            codes, calibrated = output_aware.fit_encode(q, W, stats)
+        else:
+            codes = q.fit_encode(target)
     except TooFewValuesError as exc:
         warnings.warn(f"tensor {name!r}: {exc}; stored raw", stacklevel=3)
         raw.info["raw_reason"] = "too few distinct values"
@@ -405,6 +446,8 @@ def _compress_one(name, src, path, arr, o) -> CompressedTensor:
     else:
         t = CompressedTensor.from_codes(name, q, codes, dtype=src_dtype, entropy=o["entropy"])
     t.info["sqnr_db"] = _sqnr_db(W, t.decompress())
+    if calibrated:
+        t.info["calibration"] = calibrated
     t.info["sparsity"] = round(float(np.mean(codes == 0)), 6) if sparse else None
     if t.nbytes < raw.nbytes or sparse:
         return t

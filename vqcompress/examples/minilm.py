@@ -282,6 +282,22 @@ class BertEncoder:
         return out
 
 
+def calibration_stats(encoder: BertEncoder, sentences: list[str], *,
+                      tokenizer: Tokenizer | None = None) -> dict:
+    """{weight name: calibration.Stats} of every linear layer's inputs while ``encoder``
+    embeds ``sentences`` one at a time (so no padding token is counted)."""
+    from ..nn import Recorder
+
+    rec = Recorder()
+    layers = encoder.layers
+    encoder.layers = rec.wrap(layers)
+    try:
+        encoder.encode(sentences, batch_size=1, tokenizer=tokenizer)
+    finally:
+        encoder.layers = layers
+    return rec.stats
+
+
 def random_bert(config: BertConfig, seed: int = 0, std: float = 0.05) -> dict:
     """Random weights with the real model's names and shapes for ``config`` (tests)."""
     rng = np.random.default_rng(seed)

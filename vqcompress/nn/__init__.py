@@ -1,11 +1,13 @@
-"""numpy layers that compute from a .vqz file's codes: ``load(path)`` and the classes."""
+"""numpy layers that compute from a .vqz file's codes: ``load(path)`` and the classes;
+``Recorder`` collects calibration statistics while a model runs."""
 from __future__ import annotations
 
 import fnmatch
 
 from .layers import CROSSOVER, LUTEmbedding, LUTLinear
+from .record import Recorder
 
-__all__ = ["load", "LUTLinear", "LUTEmbedding", "CROSSOVER"]
+__all__ = ["load", "LUTLinear", "LUTEmbedding", "CROSSOVER", "Recorder"]
 
 
 def load(path_or_model, *, embeddings=("*embed*",)) -> dict:

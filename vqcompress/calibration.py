@@ -1,0 +1,170 @@
+"""Calibration statistics: what a layer's inputs look like, for output-aware quantization.
+
+A linear layer's output error on inputs X is ||X (W - Ŵ)ᵀ||² = tr((W - Ŵ) XᵀX (W - Ŵ)ᵀ),
+so all a quantizer needs from the calibration data is XᵀX (in_features²), or its diagonal
+when only per-input importance is known.  ``Stats`` accumulates XᵀX in float64 over as
+many batches as the caller runs, in bounded memory; ``save`` / ``load`` keep the
+statistics of a whole model in one .safetensors file for reuse (``--calibration FILE``).
+
+``compress(..., calibration=...)`` takes, per tensor name, a ``Stats``, an activation
+matrix X (n × in_features) or a 1-D importance vector (in_features,).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from ._validation import as_float_array
+from .errors import FormatError, InputError
+
+FORMAT = "vqcompress-calibration"
+CHUNK_ROWS = 1024  # rows of X buffered, then converted to float64 and added at once
+
+
+class Stats:
+    """XᵀX of a layer's inputs, accumulated in float64, and the number of rows seen.
+
+    ``diagonal`` stats hold only the diagonal (a per-input importance vector): the
+    quantizers then weight each input column, with no cross terms.
+    """
+
+    def __init__(self, in_features: int, *, diagonal: bool = False):
+        self.in_features = int(in_features)
+        self.diagonal = bool(diagonal)
+        self._xtx = np.zeros(self.in_features if diagonal else (self.in_features,) * 2)
+        self._pending, self._pending_rows = [], 0  # small batches, added CHUNK_ROWS at once
+        self.count = 0
+
+    @property
+    def xtx(self) -> np.ndarray:
+        """XᵀX so far (float64; the diagonal only for ``diagonal`` stats)."""
+        self._flush()
+        return self._xtx
+
+    @xtx.setter
+    def xtx(self, value):
+        self._flush()
+        self._xtx = value
+
+    def add(self, X, *, name: str = "X") -> Stats:
+        """Accumulate the rows of X (..., in_features); NaN or infinite values are refused.
+
+        Rows are buffered (at most CHUNK_ROWS) and added in float64 a chunk at a time, so
+        that many one-sentence batches cost what a few large ones do."""
+        X = np.asarray(X)
+        if X.ndim == 0 or X.shape[-1] != self.in_features:
+            raise InputError(f"{name}: last dimension {X.shape[-1] if X.ndim else None}, "
+                             f"expected {self.in_features}")
+        X = X.reshape(-1, self.in_features)
+        if X.shape[0] == 0:
+            return self
+        X = np.array(as_float_array(X, name=name))  # a copy: callers may reuse the buffer
+        self._pending.append(X)
+        self._pending_rows += X.shape[0]
+        self.count += X.shape[0]
+        if self._pending_rows >= CHUNK_ROWS:
+            self._flush()
+        return self
+
+    def _flush(self):
+        if not self._pending:
+            return
+        X = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending, self._pending_rows = [], 0
+        for start in range(0, X.shape[0], CHUNK_ROWS):
+            part = X[start:start + CHUNK_ROWS].astype(np.float64)
+            if self.diagonal:
+                self._xtx += np.einsum("ij,ij->j", part, part)
+            else:
+                self._xtx += part.T @ part
+
+    @classmethod
+    def from_xtx(cls, xtx, count: int, *, name: str = "xtx") -> Stats:
+        """Stats from a precomputed XᵀX (square, symmetric) or its diagonal, over ``count`` rows."""
+        xtx = as_float_array(xtx, name=name, ndim=(1, 2), dtype=np.float64)
+        if xtx.ndim == 2 and (xtx.shape[0] != xtx.shape[1] or
+                              not np.allclose(xtx, xtx.T, rtol=1e-6, atol=0)):
+            raise InputError(f"{name}: XᵀX must be square and symmetric, got {xtx.shape}")
+        diag = xtx if xtx.ndim == 1 else np.diag(xtx)
+        if (diag < 0).any():
+            raise InputError(f"{name}: XᵀX has negative diagonal entries")
+        if int(count) < 1:
+            raise InputError(f"{name}: count must be at least 1, got {count}")
+        s = cls(xtx.shape[0], diagonal=xtx.ndim == 1)
+        s.xtx = np.array(xtx)
+        s.count = int(count)
+        return s
+
+    def hessian(self) -> np.ndarray:
+        """E[xᵀx] = XᵀX / count as a dense (in, in) float64 matrix (diagonal ones expanded)."""
+        if self.count == 0:
+            raise InputError("calibration statistics have seen no rows")
+        h = self.xtx / self.count
+        return np.diag(h) if self.diagonal else h
+
+    def __repr__(self):
+        kind = "diagonal" if self.diagonal else "full"
+        return f"Stats({self.in_features} inputs, {kind}, {self.count} rows)"
+
+
+def as_stats(value, *, name: str, in_features: int) -> Stats:
+    """A tensor's calibration as Stats: a Stats, activations X (n, in_features) or a 1-D
+    importance vector (in_features,) (non-negative)."""
+    if isinstance(value, Stats):
+        s = value
+    else:
+        arr = np.asarray(value)
+        if arr.ndim == 1:
+            s = Stats.from_xtx(arr, 1, name=f"calibration for {name!r}")
+        elif arr.ndim == 2:
+            s = Stats(arr.shape[1]).add(arr, name=f"calibration for {name!r}")
+            if s.count == 0:
+                raise InputError(f"calibration for {name!r}: no rows of activations")
+        else:
+            raise InputError(f"calibration for {name!r}: expected Stats, activations "
+                             f"(n, in_features) or an importance vector, got rank {arr.ndim}")
+    if s.in_features != in_features:
+        raise InputError(f"calibration for {name!r}: {s.in_features} input features, but the "
+                         f"tensor has {in_features}")
+    if s.count == 0:
+        raise InputError(f"calibration for {name!r}: no rows seen")
+    return s
+
+
+def save(path: str, stats: dict, *, force: bool = False) -> int:
+    """Write {tensor name: Stats} to a .safetensors file (atomically); returns its size."""
+    from ._safetensors import write
+
+    path = os.fspath(path)
+    if not path.endswith(".safetensors"):
+        raise InputError(f"{path}: calibration statistics are written as .safetensors")
+    meta = {name: {"count": s.count, "diagonal": s.diagonal} for name, s in stats.items()}
+    return write(path, {name: s.xtx for name, s in stats.items()},
+                 {"format": FORMAT, "stats": json.dumps(meta)}, force=force)
+
+
+def load(path: str) -> dict:
+    """{tensor name: Stats} from a file written by ``save``, validated."""
+    from .io import open_weights
+
+    path = os.fspath(path)
+    f = open_weights(path)
+    meta = getattr(f, "metadata", None) or {}
+    if meta.get("format") != FORMAT:
+        raise FormatError(f"{path}: not a vqcompress calibration file")
+    try:
+        info = json.loads(meta["stats"])
+        if set(info) != set(f):
+            raise ValueError("the tensors and their descriptions differ")
+        out = {}
+        for name in f:
+            xtx, count, diagonal = f[name], info[name]["count"], info[name]["diagonal"]
+            if not isinstance(count, int) or isinstance(count, bool) or \
+                    xtx.ndim != (1 if diagonal else 2) or xtx.dtype != np.float64:
+                raise ValueError(f"{name}: bad entry")
+            out[name] = Stats.from_xtx(xtx, count, name=f"{path}: {name}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FormatError(f"{path}: malformed calibration file ({exc})") from None
+    return out
