@@ -67,6 +67,25 @@ MIXED = {  # chosen by the error-per-bit of each group measured one group at a t
     "mixed 2": _mixed(3, RQ2, qk=2, value=3, attn_out=3, ffn_in=3),
 }
 
+# ... and output-aware settings (issue 8): every encoder matrix quantized for the error of
+# its output on calibration inputs recorded from the held-out sentences (disjoint from the
+# evaluation ones); the embedding tables, which see token ids, stay data-free.
+CALIBRATED = {
+    "calibrated kmeans 4": ["--method", "kmeans", "--bits", "4"],
+    "calibrated kmeans 5, word rq 8x8x3": ["--method", "kmeans", "--bits", "5",
+                                           "--policy", f"*word_embeddings*={RQ3}"],
+    "calibrated kmeans 4, word rq 8x8x2": ["--method", "kmeans", "--bits", "4",
+                                           "--policy", f"*word_embeddings*={RQ2}"],
+    "calibrated kmeans 3, word rq 8x8x2": ["--method", "kmeans", "--bits", "3",
+                                           "--policy", f"*word_embeddings*={RQ2}"],
+    "calibrated pq 4x8, word pq 8x8": ["--method", "pq", "--bits", "8", "--block-size", "4",
+                                       "--policy",
+                                       "*word_embeddings*=method:pq,bits:8,block_size:8"],
+    "calibrated rq 8x8x2, word pq 8x8": ["--method", "rq", "--bits", "8", "--block-size", "8",
+                                         "--stages", "2", "--policy",
+                                         "*word_embeddings*=method:pq,bits:8,block_size:8"],
+}
+
 FAISS = {  # name: (kind, block, bits per stage, stages), the code sizes of our PQ/RQ rows
     "faiss pq 8x8 (1 bit)": ("pq", 8, 8, 1),
     "faiss pq 4x8 (2 bits)": ("pq", 4, 8, 1),
@@ -216,7 +235,8 @@ def plot(rows, path):
     for r in rows:
         if r.get("cos_mean") is not None:
             families.setdefault(r["family"], []).append(r)
-    styles = {"ours": "o-", "ours mixed": "*", "faiss": "s", "uniform": "v:", "zstd": "D"}
+    styles = {"ours": "o-", "ours mixed": "*", "ours calibrated": "P-", "faiss": "s",
+              "uniform": "v:", "zstd": "D"}
     for fam, rs in families.items():
         rs = sorted(rs, key=lambda r: r["file bytes"])
         ax.plot([r["file bytes"] / 1e6 for r in rs], [r["cos_mean"] for r in rs],
@@ -249,7 +269,8 @@ def main():
     n_values = sum(w.size for w in weights.values())
     sentences = minilm.corpus()[: args.sentences]
     tok = minilm.Tokenizer()
-    ref = minilm.BertEncoder.from_weights(weights).encode(sentences, tokenizer=tok)
+    dense = minilm.BertEncoder.from_weights(weights)
+    ref = dense.encode(sentences, tokenizer=tok)
     print(f"- {len(sentences)} sentences, {n_values:,} values "
           f"({os.path.getsize(src):,} bytes of safetensors); {ENTROPY_NOTE} for ours and "
           f"faiss's codes; uniform rows fixed-rate as GGUF stores them\n")
@@ -261,13 +282,26 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "m.vqz")
         keep = {}
-        for family, settings in (("ours", OURS), ("ours mixed", MIXED), ("uniform", UNIFORM)):
+        calib = os.path.join(tmp, "calibration.safetensors")
+        if any(wanted(n) for n in CALIBRATED):
+            t0 = time.perf_counter()
+            stats = minilm.calibration_stats(dense, minilm.corpus("heldout"), tokenizer=tok)
+            vq.calibration.save(calib, stats)
+            print(f"- calibration: {len(stats)} matrices' XᵀX over "
+                  f"{stats['encoder.layer.0.attention.self.query.weight'].count:,} tokens of "
+                  f"the {len(minilm.corpus('heldout')):,} held-out sentences, "
+                  f"{time.perf_counter() - t0:.0f} s\n", flush=True)
+        for family, settings in (("ours", OURS), ("ours mixed", MIXED),
+                                 ("ours calibrated", CALIBRATED), ("uniform", UNIFORM)):
             for name, opts in settings.items():
                 if not wanted(name):
                     continue
+                if family == "ours calibrated":
+                    opts = opts + ["--calibration", calib]
                 secs, tot = cli_compress(src, path, opts, args.jobs)
                 assert tot["file_bytes"] == os.path.getsize(path)
-                row = {"family": family, "setting": name, "options": " ".join(opts),
+                row = {"family": family, "setting": name,
+                       "options": " ".join(o if o != calib else "CALIBRATION" for o in opts),
                        "file bytes": tot["file_bytes"],
                        "bits/weight": tot["file_bytes"] * 8 / n_values,
                        "compress s": secs, **evaluate(path, sentences, tok, ref)}

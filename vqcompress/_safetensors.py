@@ -142,6 +142,31 @@ def _default_mode() -> int:
     return 0o666 & ~mask
 
 
+def encode(arrays: dict, metadata: dict, *, bf16: frozenset = frozenset(),
+           data: bool = True) -> tuple[bytes, list]:
+    """(header, blobs): the header as written (padded so the data starts 8-byte aligned,
+    as the reference writer) and each array's little-endian bytes (none when not
+    ``data``: the header alone, to know a file's size before writing it)."""
+    header, offset, blobs = {}, 0, []
+    for name, arr in arrays.items():
+        arr = np.ascontiguousarray(arr)
+        code = None
+        if name in bf16:
+            arr = arr if arr.dtype == np.uint16 else f32_to_bf16(arr)
+            code = "BF16"
+        if arr.dtype not in CODES:
+            raise InputError(f"{name}: dtype {arr.dtype} cannot be stored in safetensors")
+        nbytes = arr.nbytes
+        if data:
+            blobs.append(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+        header[name] = {"dtype": code or CODES[arr.dtype], "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    header["__metadata__"] = metadata
+    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    return head + b" " * ((-len(head)) % 8), blobs
+
+
 def write(path: str, arrays: dict, metadata: dict, *, force: bool = False,
           bf16: frozenset = frozenset()) -> int:
     """Write ``arrays`` ({name: ndarray}) and string ``metadata`` atomically.
@@ -154,23 +179,7 @@ def write(path: str, arrays: dict, metadata: dict, *, force: bool = False,
     """
     if os.path.exists(path) and not force:
         raise InputError(f"{path}: exists; pass force=True (--force) to overwrite")
-    header, offset, blobs = {}, 0, []
-    for name, arr in arrays.items():
-        arr = np.ascontiguousarray(arr)
-        code = None
-        if name in bf16:
-            arr = arr if arr.dtype == np.uint16 else f32_to_bf16(arr)
-            code = "BF16"
-        if arr.dtype not in CODES:
-            raise InputError(f"{name}: dtype {arr.dtype} cannot be stored in safetensors")
-        blob = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {"dtype": code or CODES[arr.dtype], "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + len(blob)]}
-        offset += len(blob)
-        blobs.append(blob)
-    header["__metadata__"] = metadata
-    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    head += b" " * ((-len(head)) % 8)  # data starts 8-byte aligned, as the reference writer
+    head, blobs = encode(arrays, metadata, bf16=bf16)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".vqz-", suffix=".tmp", dir=folder)
     try:

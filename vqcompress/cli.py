@@ -72,6 +72,21 @@ def _progress(total: int, enabled: bool):
     return step, bar.close
 
 
+def _sensitivity(path):
+    if path is None:
+        return None
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise VQCompressError(f"{path}: cannot read sensitivities ({exc})") from None
+    if not isinstance(data, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+            for v in data.values()):
+        raise VQCompressError(f"{path}: expected a JSON object of non-negative numbers")
+    return data
+
+
 def cmd_compress(args) -> int:
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         raise VQCompressError("output must not be the input file")
@@ -91,7 +106,9 @@ def cmd_compress(args) -> int:
                          codebook_dtype=args.codebook_dtype,
                          entropy=args.entropy, prune=args.prune, index_bits=args.index_bits,
                          min_elements=args.min_elements, random_state=args.seed,
-                         calibration=args.calibration, progress=step)
+                         calibration=args.calibration, target_bits_per_weight=args.target_bpw,
+                         candidates=args.candidate, sensitivity=_sensitivity(args.sensitivity),
+                         progress=step)
     finally:
         close()
         if pool is not None:
@@ -261,6 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibration statistics (a .safetensors file from "
                         "vqcompress.calibration.save): the 2-D tensors it names are "
                         "quantized for the error of their output on those inputs")
+    c.add_argument("--target-bpw", type=float, default=None, metavar="B",
+                   help="choose each tensor's setting (among --candidate specs) for the least "
+                        "total relative error with the whole file at most B bits per weight; "
+                        "tensors a --policy rule names keep their rule")
+    c.add_argument("--candidate", action="append", metavar="SPEC",
+                   help="a setting the --target-bpw allocation may pick, repeatable, as a "
+                        "policy spec (default: method:kmeans with bits 2, 3, 4, 5, 6, 8)")
+    c.add_argument("--sensitivity", metavar="FILE.json",
+                   help="{tensor name: weight} for the allocation (from "
+                        "vqcompress.allocate.measure_sensitivity); default 1 each")
     c.add_argument("--jobs", type=int, default=1,
                    help="compress tensors in N worker processes (default 1)")
     c.add_argument("--min-elements", type=int, default=1024,

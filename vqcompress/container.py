@@ -89,16 +89,27 @@ def tensor_record(t, parts: dict) -> dict:
     return rec
 
 
-def write(path: str, tensors: dict, *, force: bool = False) -> int:
-    """Write {name: CompressedTensor} to ``path`` atomically; returns the file size."""
+def _layout(tensors: dict) -> tuple[dict, dict]:
+    """(arrays, metadata) of the safetensors file that holds ``tensors``."""
     arrays, records = {}, {}
     for name, t in tensors.items():
         parts = tensor_parts(t)
         for k, v in parts.items():
             arrays[f"{name}/{k}"] = v
         records[name] = tensor_record(t, parts)
-    meta = {"format": FORMAT, "version": VERSION, FORMAT: pack_records(records)}
-    return st.write(path, arrays, meta, force=force)
+    return arrays, {"format": FORMAT, "version": VERSION, FORMAT: pack_records(records)}
+
+
+def write(path: str, tensors: dict, *, force: bool = False) -> int:
+    """Write {name: CompressedTensor} to ``path`` atomically; returns the file size."""
+    return st.write(path, *_layout(tensors), force=force)
+
+
+def file_size(tensors: dict) -> int:
+    """The exact size in bytes of the file ``write`` would produce, without writing it."""
+    arrays, meta = _layout(tensors)
+    head, _ = st.encode(arrays, meta, data=False)
+    return 8 + len(head) + sum(int(np.asarray(a).nbytes) for a in arrays.values())
 
 
 # The records are JSON, deflated and written in base 85 (whose alphabet needs no escaping

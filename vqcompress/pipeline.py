@@ -22,7 +22,7 @@ from .coding import streams
 from .coding.sparse import sparse_encode
 from .errors import FormatError, InputError, TooFewValuesError, VQCompressError
 from .io import open_weights
-from .policy import parse_policy, plan_for
+from .policy import parse_policy, parse_spec, plan_for
 
 METHODS = tuple(container.QUANTIZERS)
 
@@ -261,7 +261,9 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
              codebook_dtype: str = "float16", init: str = "optimal", entropy: str = "auto",
              prune: float | None = None, index_bits: int | None = None,
              min_elements: int = 1024, random_state: int | None = 0, policy=None,
-             calibration=None, executor=None, progress=None) -> CompressedModel:
+             calibration=None, target_bits_per_weight: float | None = None,
+             candidates=None, sensitivity=None, executor=None,
+             progress=None) -> CompressedModel:
     """Compress every eligible tensor of a weight file or {name: array} mapping.
 
     Parameters
@@ -300,6 +302,15 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
         ``calibration.save``.  Those 2-D tensors are quantized for the error of their
         output on such inputs (see ``vqcompress.output_aware``; methods kmeans, pq and rq,
         no pruning); the policy option ``calibrate:false`` opts a tensor out.
+    target_bits_per_weight : float, optional
+        A budget for the whole file (its bytes × 8 / all values).  Every eligible tensor no
+        policy rule names is compressed with each of ``candidates`` and the combination
+        of least total relative error within the budget is kept (see
+        ``vqcompress.allocate``); tensors a rule names keep their rule.
+    candidates : specs ('key:value,...' as in a policy) the allocation chooses from;
+        default kmeans at 2, 3, 4, 5, 6 and 8 bits.
+    sensitivity : {name: weight}, optional: how much each tensor's relative error counts
+        in the allocation (default 1 each).
     executor : concurrent.futures.Executor, optional
         Compress tensors in parallel.  Needs a file path: each task carries the path, a
         tensor name and the options, never arrays, so any executor (a process pool, a
@@ -326,6 +337,10 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
     for name, opts in plans.items():
         _check_options(name, opts)
     stats = _calibration_for(calibration, src, path, plans)
+    if target_bits_per_weight is not None:
+        out = _allocated(src, path, plans, stats, target_bits_per_weight, candidates,
+                         sensitivity or {}, executor, progress)
+        return CompressedModel(out, source_bytes=source_bytes)
     if executor is None:
         out = {}
         for name in src:
@@ -349,6 +364,89 @@ def compress_task(path: str, name: str, options: dict, stats=None) -> Compressed
     (with its calibration ``stats``, if any)."""
     src = open_weights(path)
     return _compress_one(name, src, path, np.asarray(src[name]), options, stats)
+
+
+def _allocated(src, path, plans, stats, target, candidates, sensitivity, executor,
+               progress) -> dict:
+    """Every tensor compressed, the allocatable ones at the candidate setting chosen by
+    ``allocate.choose`` for the budget of ``target`` bits per weight over the file."""
+    from . import allocate
+
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or \
+            not 0 < target < 64:
+        raise InputError(f"target_bits_per_weight must be a number in (0, 64), got {target!r}")
+    specs = [c if isinstance(c, str) else ",".join(f"{k}:{v}" for k, v in c.items())
+             for c in (candidates or allocate.DEFAULT_CANDIDATES)]
+    overlays = [parse_spec(c, where=f"candidate {c!r}") for c in specs]
+    if not overlays or any(o.get("skip") for o in overlays):
+        raise InputError("candidates: give at least one spec, and no 'skip'")
+    unknown = set(sensitivity) - set(plans)
+    if unknown:
+        raise InputError(f"sensitivity names tensors not in the weights: {sorted(unknown)[:4]}")
+    jobs = []  # (name, options, stats, candidate index or None)
+    for name, o in plans.items():
+        if _allocatable(name, src, path, o):
+            for i, overlay in enumerate(overlays):
+                opts = {**o, **overlay}
+                _check_options(name, opts)
+                calibrated = opts["method"] in ("kmeans", "pq", "rq") and opts["prune"] is None
+                jobs.append((name, opts, stats.get(name) if calibrated else None, i))
+        else:
+            jobs.append((name, o, stats.get(name), None))
+    if executor is None:
+        results = []
+        for name, opts, st_, _ in jobs:
+            arr = np.asarray(src[name])
+            if progress:
+                progress(name, arr.size)
+            results.append(_compress_one(name, src, path, arr, opts, st_))
+    else:
+        futures = [executor.submit(compress_task, path, n, o, st_) for n, o, st_, _ in jobs]
+        results = [f.result() for f in futures]
+    fixed, options, points = {}, {}, {}
+    for (name, _, _, i), t in zip(jobs, results):
+        if i is None:
+            fixed[name] = t
+            continue
+        if name not in options:
+            W = np.asarray(src[name], np.float32)
+        options.setdefault(name, []).append(t)
+        err = allocate.relative_error(W, t, stats.get(name))
+        points.setdefault(name, []).append((t.nbytes, float(sensitivity.get(name, 1.0)) * err))
+    n_values = sum(t.size for t in fixed.values()) + sum(v[0].size for v in options.values())
+    budget = target * n_values / 8
+
+    def assemble(chosen):
+        return {n: fixed[n] if n in fixed else options[n][chosen[n]] for n in plans}
+
+    smallest = {n: allocate.hull(p)[0] for n, p in points.items()}
+    overhead = container.file_size(assemble(smallest)) - \
+        sum(points[n][i][0] for n, i in smallest.items())
+    chosen = allocate.choose(points, budget - overhead)
+    while chosen is None or container.file_size(assemble(chosen)) > budget:
+        if chosen is None or allocate.step_down(points, chosen) is None:
+            least = container.file_size(assemble(smallest)) * 8 / n_values
+            raise InputError(f"target_bits_per_weight {target}: the smallest candidates "
+                             f"already need {least:.3f} bits per weight")
+    out = assemble(chosen)
+    for n, i in chosen.items():
+        out[n].info["allocation"] = {"candidate": specs[i], "weighted_error": points[n][i][1],
+                                     "candidates": len(specs)}
+    return out
+
+
+def _allocatable(name, src, path, o) -> bool:
+    """Whether the allocation may choose this tensor's setting: eligible for quantization
+    and named by no policy rule."""
+    if o.get("skip") or o.get("ruled"):
+        return False
+    if path:
+        shape, dtype = src.shape(name), src.source_dtype(name)
+    else:
+        arr = np.asarray(src[name])
+        shape, dtype = arr.shape, str(arr.dtype)
+    kind = "f" if dtype == "bfloat16" else np.dtype(dtype).kind
+    return kind == "f" and len(shape) >= 2 and int(np.prod(shape)) >= o["min_elements"]
 
 
 def _calibration_for(calibration, src, path, plans) -> dict:
