@@ -37,6 +37,8 @@ def base_files() -> list[bytes]:
         ({"w": W, "c": conv}, dict(method="kmeans", bits=4, prune=0.8, entropy="none")),
         ({"w": W}, dict(method="kmeans", bits=4, prune=0.9, index_bits=3, entropy="huffman")),
         ({"w": W}, dict(method="kmeans", bits=4, prune=0.7, entropy="rans")),
+        ({"w": W, "c": conv}, dict(method="kmeans", bits=3, hadamard=True)),
+        ({"w": W}, dict(method="pq", bits=4, block_size=4, hadamard=True)),
     ]
     out = []
     with tempfile.TemporaryDirectory() as tmp:

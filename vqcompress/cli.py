@@ -103,6 +103,7 @@ def cmd_compress(args) -> int:
                          executor=pool,
                          block_size=args.block_size, stages=args.stages, beam_size=args.beam,
                          group_size=_group(args.group_size), symmetric=args.symmetric,
+                         hadamard=args.hadamard,
                          codebook_dtype=args.codebook_dtype,
                          entropy=args.entropy, prune=args.prune, index_bits=args.index_bits,
                          min_elements=args.min_elements, random_state=args.seed,
@@ -257,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--symmetric", action="store_true",
                    help="uniform: one signed float16 scale per group, no zero point (as "
                         "GGUF Q4_0); default affine with a zero point per group")
+    c.add_argument("--hadamard", action="store_true",
+                   help="rotate each quantized tensor's inputs by a randomized Hadamard "
+                        "transform before quantizing (incoherence processing; one bit per "
+                        "input stored)")
     c.add_argument("--codebook-dtype", choices=("float16", "float32"), default="float16")
     c.add_argument("--entropy", choices=("auto", "none", "huffman", "rans"), default="auto",
                    help="how code streams are stored: packed at their bit width, Huffman or "
@@ -272,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "name and 'skip' or key:value pairs, e.g. '*.bias=skip' or "
                         "'*embeddings*=method:kmeans,bits:3' (keys: method, bits, block_size, "
                         "stages, beam_size, group_size, symmetric, codebook_dtype, init, entropy, "
-                        "prune, index_bits, min_elements, calibrate); 1-D tensors are quantized only "
+                        "prune, index_bits, min_elements, calibrate, hadamard); 1-D tensors are quantized only "
                         "when a rule names them")
     c.add_argument("--calibration", metavar="FILE",
                    help="calibration statistics (a .safetensors file from "

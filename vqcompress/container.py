@@ -20,6 +20,7 @@ import zlib
 import numpy as np
 
 from . import _safetensors as st
+from . import rotation
 from .coding import streams
 from .coding.bitpack import code_dtype
 from .coding.sparse import sparse_decode, sparse_encode
@@ -68,6 +69,8 @@ def set_parts(t, code_stream: np.ndarray, index_stream: np.ndarray | None = None
     parts = {"codes": code_stream}
     if index_stream is not None:
         parts["index"] = index_stream
+    if t.signs is not None:
+        parts["signs"] = t.signs
     t._parts = {**parts, **t.quantizer.to_parts()[1]}
 
 
@@ -84,6 +87,8 @@ def tensor_record(t, parts: dict) -> dict:
         if t.index_bits:
             rec["coding"]["index"] = t.index_coding
             rec["sparse"] = {"index_bits": t.index_bits, "entries": t.info["entries"]}
+        if t.signs is not None:
+            rec["hadamard"] = True
     if t.info.get("sqnr_db") is not None:
         rec["sqnr_db"] = t.info["sqnr_db"]
     return rec
@@ -235,6 +240,13 @@ def _read_tensor(f, rec, entries, data_start, CompressedTensor, name, file_size)
     coding = rec.get("coding", {}).get("codes", "none")
     sparse = rec.get("sparse")
     stream_parts = ("codes", "index") if sparse is not None else ("codes",)
+    hadamard = rec.get("hadamard", False)
+    if hadamard is not False and (hadamard is not True or sparse is not None or
+                                  len(shape) < 2 or "signs" not in parts):
+        raise FormatError("a Hadamard rotation needs a dense tensor of rank >= 2 and its "
+                          "signs")
+    if hadamard:
+        stream_parts += ("signs",)
     arrays = {k: v for k, v in parts.items() if k not in stream_parts}
     q = cls.from_parts(params, None, arrays, shape=shape)
     if not set(stream_parts) <= set(parts) or set(arrays) != set(q.to_parts()[1]):
@@ -246,8 +258,10 @@ def _read_tensor(f, rec, entries, data_start, CompressedTensor, name, file_size)
         codes = streams.decode_stream(parts["codes"], n_bits, n_codes, coding)
         info["codes"] = {"coding": coding, **streams.stats(codes, n_bits, parts["codes"])}
         codes = codes.astype(code_dtype(n_bits), copy=False).reshape(code_shape)
+        signs = rotation.check_signs(parts["signs"], int(np.prod(shape[1:])),
+                                     name="signs") if hadamard else None
         t = CompressedTensor(name, shape, rec["dtype"], method, quantizer=q, codes=codes,
-                             coding=coding, info=info)
+                             coding=coding, signs=signs, info=info)
         t._parts = parts  # exactly the file's parts
         return t
     index_bits = sparse.get("index_bits")

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import warnings
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import container, output_aware
+from . import calibration as calib
+from . import container, output_aware, rotation
 from . import prune as prune_mod
 from ._safetensors import bf16_to_f32
 from ._validation import as_float_array, check_choice, check_int
@@ -41,6 +43,7 @@ class CompressedTensor:
     coding: str = "none"         # how the code stream is stored: none, huffman or rans
     index_bits: int | None = None  # set: sparse storage with relative indices of this width
     index_coding: str = "none"   # how the relative-index stream is stored
+    signs: np.ndarray | None = None  # set: the codes hold W R (vqcompress.rotation)
     info: dict = field(default_factory=dict)
     _parts: dict | None = field(default=None, init=False, repr=False)  # cache of the parts
 
@@ -64,20 +67,25 @@ class CompressedTensor:
         values; ``save_weights(..., bf16=...)`` writes them back as bfloat16)."""
         if self.method == "raw":
             return bf16_to_f32(self.raw) if self.dtype == "bfloat16" else self.raw
-        dense = self.quantizer.decode(self.codes).reshape(self.shape)
+        dense = self.quantizer.decode(self.codes)
+        if self.signs is not None:
+            dense = rotation.unrotate(dense.reshape(self.shape[0], -1), self.signs)
+        dense = dense.reshape(self.shape)
         if self.dtype in ("float16", "float64"):
             return dense.astype(self.dtype)
         return dense
 
     @classmethod
     def from_codes(cls, name: str, quantizer, codes, *, dtype: str = "float32",
-                   entropy: str = "auto", reference=None) -> CompressedTensor:
+                   entropy: str = "auto", reference=None, signs=None) -> CompressedTensor:
         """A quantized tensor from a fitted quantizer and its codes, however they were found
         (another library's, say, put into our quantizer's attributes).
 
         ``dtype`` is the source dtype recorded; ``entropy`` picks the code stream's coding
         as ``compress`` does; with ``reference`` (the original weights) the tensor records
-        its SQNR.  Codes are checked against the codebook and the fitted shape.
+        its SQNR.  With ``signs`` (``rotation.random_signs``) the codes hold W R, the
+        weight with its inputs rotated.  Codes are checked against the codebook and the
+        fitted shape.
         """
         from .quantizers._base import check_codes, code_dtype
 
@@ -94,6 +102,11 @@ class CompressedTensor:
         coding, stream = streams.choose(codes, quantizer.n_bits, entropy)
         t = cls(name, tuple(quantizer.shape_), dtype, method, quantizer=quantizer,
                 codes=codes, coding=coding)
+        if signs is not None:
+            n_in = int(np.prod(t.shape[1:]))
+            if len(t.shape) < 2:
+                raise InputError(f"tensor {name!r}: a rotation needs rank 2 or more")
+            t.signs = rotation.check_signs(np.asarray(signs), n_in, name=f"tensor {name!r}")
         container.set_parts(t, stream)
         t.info["codes"] = {"coding": coding, **streams.stats(codes, quantizer.n_bits, stream)}
         if reference is not None:
@@ -258,6 +271,7 @@ def load(path: str) -> CompressedModel:
 
 def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_size: int = 8,
              stages: int = 2, beam_size: int = 8, group_size="channel", symmetric: bool = False,
+             hadamard: bool = False,
              codebook_dtype: str = "float16", init: str = "optimal", entropy: str = "auto",
              prune: float | None = None, index_bits: int | None = None,
              min_elements: int = 1024, random_state: int | None = 0, policy=None,
@@ -276,6 +290,9 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
     group_size : uniform grouping ('tensor', 'channel' or an int)
     symmetric : uniform grid: False is affine (an n_bits zero point per group, as GPTQ);
         True is one signed scale per group and no zero point (as GGUF's Q4_0 / Q8_0)
+    hadamard : rotate each quantized tensor's input dimension by a randomized Hadamard
+        transform first (``vqcompress.rotation``; its signs are stored, one bit per
+        input); the nn layers rotate their input instead of the weight back
     codebook_dtype : {'float16', 'float32'} storage of codebooks
     init : kmeans initialisation: 'optimal' (exact 1-D k-means, the default) or one of
         'linear' (Deep Compression's choice), 'density', 'random', 'kmeans++'
@@ -319,6 +336,7 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
     """
     defaults = {"method": method, "bits": bits, "block_size": block_size, "stages": stages,
                 "beam_size": beam_size, "group_size": group_size, "symmetric": symmetric,
+                "hadamard": hadamard,
                 "codebook_dtype": codebook_dtype, "init": init, "entropy": entropy,
                 "prune": prune,
                 "index_bits": index_bits, "min_elements": min_elements, "seed": random_state}
@@ -491,6 +509,9 @@ def _check_options(name, o):
         prune_mod._check_fraction(o["prune"], "prune")
     if o["index_bits"] is not None:
         check_int(o["index_bits"], name="index_bits", low=1, high=16)
+    if o.get("hadamard") and o["prune"] is not None:
+        raise InputError(f"{where}: a Hadamard rotation would undo the pruning (rotated "
+                         f"weights are dense); use one or the other")
 
 
 def _quantizer(o, sparse):
@@ -526,10 +547,20 @@ def _compress_one(name, src, path, arr, o, stats=None) -> CompressedTensor:
     sparse = o["prune"] is not None
     q = _quantizer(o, sparse)
     calibrated = {}
-    try:
-        target = W * prune_mod.magnitude_mask(W, o["prune"]) if sparse else W
+    signs = None
+    if o.get("hadamard"):
+        seed = None if o["seed"] is None else [o["seed"], zlib.crc32(name.encode())]
+        signs = rotation.random_signs(int(np.prod(shape[1:])), seed)
+        Wr = rotation.rotate(W.reshape(shape[0], -1), signs)
         if stats is not None:
-            codes, calibrated = output_aware.fit_encode(q, W, stats)
+            stats = calib.Stats.from_xtx(rotation.rotate_hessian(stats.hessian(), signs)
+                                         * stats.count, stats.count)
+    else:
+        Wr = W
+    try:
+        target = W * prune_mod.magnitude_mask(W, o["prune"]) if sparse else Wr.reshape(shape)
+        if stats is not None:
+            codes, calibrated = output_aware.fit_encode(q, Wr, stats)
         else:
             codes = q.fit_encode(target)
     except TooFewValuesError as exc:
@@ -542,7 +573,8 @@ def _compress_one(name, src, path, arr, o, stats=None) -> CompressedTensor:
         t = _sparse_tensor(name, shape, src_dtype, q, codes, o["entropy"],
                            o["index_bits"] or (8 if arr.ndim == 4 else 5))
     else:
-        t = CompressedTensor.from_codes(name, q, codes, dtype=src_dtype, entropy=o["entropy"])
+        t = CompressedTensor.from_codes(name, q, codes, dtype=src_dtype, entropy=o["entropy"],
+                                        signs=signs)
     t.info["sqnr_db"] = _sqnr_db(W, t.decompress())
     if calibrated:
         t.info["calibration"] = calibrated

@@ -32,7 +32,8 @@ _bool.__name__ = "bool"
 # option name -> type used to parse it from text
 OPTIONS = {"method": str, "bits": int, "block_size": int, "stages": int, "beam_size": int,
            "group_size": str, "symmetric": _bool, "codebook_dtype": str, "init": str, "entropy": str, "prune": float,
-           "index_bits": int, "min_elements": int, "calibrate": _bool}
+           "index_bits": int, "min_elements": int, "calibrate": _bool,
+           "hadamard": _bool}
 SKIP = {"skip": True}
 
 

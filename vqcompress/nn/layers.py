@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import rotation
 from .._kernels import lut
 from ..errors import InputError
 
@@ -69,6 +70,7 @@ class LUTLinear:
         self.crossover = CROSSOVER[self.kind] if crossover is None else int(crossover)
         self.tile_rows = int(tile_rows)
         self.quantizer = tensor.quantizer
+        self.signs = tensor.signs  # Hadamard rotation of the inputs (vqcompress.rotation)
         self._tile = None  # the one reusable decode buffer, made on first use
         if self.kind == "raw":
             self.weight = np.ascontiguousarray(tensor.decompress(), dtype=np.float32)
@@ -103,7 +105,7 @@ class LUTLinear:
         their weight, which is what they are)."""
         arrays = [getattr(self, a, None) for a in
                   ("weight", "codes", "books", "books_t", "codebook", "row_ptr", "cols",
-                   "bias", "_tile")]
+                   "bias", "signs", "_tile")]
         total = sum(a.nbytes for a in arrays if a is not None)
         if self.quantizer is not None and self.kind == "uniform":
             total += sum(v.nbytes for v in self.quantizer.to_parts()[1].values())
@@ -116,6 +118,8 @@ class LUTLinear:
     # -- compute ----------------------------------------------------------------------
     def __call__(self, x) -> np.ndarray:
         x2, lead = _as_input(x, self.in_features, self.name)
+        if self.signs is not None:  # the codes hold W R: y = (x R)(W R)^T
+            x2 = rotation.rotate(x2, self.signs)
         if self.kind == "raw":
             y = x2 @ self.weight.T
         elif x2.shape[0] >= self.crossover:
@@ -178,10 +182,11 @@ class LUTLinear:
             out[...] = self.quantizer.decode_rows(self.codes[rows], rows)
 
     def _decode_rows(self, rows) -> np.ndarray:
+        """Rows of W itself (rotated back when the codes hold W R)."""
         n = len(np.arange(self.out_features)[rows])
         out = np.empty((n, self.in_features), dtype=np.float32)
         self._decode_into(rows, out)
-        return out
+        return out if self.signs is None else rotation.unrotate(out, self.signs)
 
     def dense_weight(self) -> np.ndarray:
         """The dense float32 weight (out_features, in_features), for checking."""
