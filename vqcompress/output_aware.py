@@ -7,10 +7,11 @@ Three steps, for k-means, product and residual codes alike:
   its input's importance, the diagonal of H);
 - GPTQ-style sequential assignment (Frantar et al., 2023; for vector codebooks as in
   GPTVQ, van Baalen et al., 2024): the input dimension is quantized one block of
-  ``block_size`` columns at a time, from left to right.  With U the upper Cholesky factor
-  of the damped H⁻¹, the codes of block B minimise ||(w_B - q) U_BB⁻¹||² (the output error
-  left once the later columns have compensated), and the block's error is fed forward
-  into the columns not yet quantized through U;
+  ``block_size`` columns at a time, the blocks whose inputs carry the most energy first
+  (GPTQ's "act order"; whole blocks, so vector codes keep their layout).  With U the upper
+  Cholesky factor of the damped H⁻¹ in that order, the codes of block B minimise
+  ||(w_B - q) U_BB⁻¹||² (the output error left once the later columns have compensated),
+  and the block's error is fed forward into the columns not yet quantized through U;
 - the codebooks are refitted for those codes by least squares on H (the M-step of Stock
   et al., 2020, "And the Bit Goes Down"), which never increases the calibrated error.
 Assignment and refit alternate for ``rounds`` rounds; the best round is kept.
@@ -32,7 +33,7 @@ from .quantizers.residual import _beam_encode
 BATCH_COLUMNS = 128  # columns updated lazily between two feed-forward products (as GPTQ)
 
 
-def fit_encode(q, W: np.ndarray, stats, *, damp: float = 0.01, rounds: int = 2):
+def fit_encode(q, W: np.ndarray, stats, *, damp: float = 0.01, rounds: int = 1):
     """Fit ``q`` on the matrix W (out, in) for the calibrated output error; returns
     (codes, info) with info holding the relative output error before and after."""
     H = stats.hessian()
@@ -52,12 +53,11 @@ def fit_encode(q, W: np.ndarray, stats, *, damp: float = 0.01, rounds: int = 2):
     Wp[:, : W.shape[1]] = W
     Hp = np.zeros((n, n))
     Hp[: H.shape[0], : H.shape[0]] = H
-    U = _inverse_cholesky(Hp, damp)
     signal = _output_error(Wp, np.zeros_like(Wp), Hp)
     plain = _output_error(Wp, part.decode(part.nearest(Wp)), Hp)
     best = None
     for _ in range(rounds):
-        codes = _gptq(Wp, U, part)
+        codes = _gptq(Wp, Hp, part, damp)
         before = _output_error(Wp, part.decode(codes), Hp)
         c = _refit(Wp, Hp, part.index_maps(codes), part.unknowns())
         kept = part.unknowns()
@@ -100,23 +100,37 @@ def _output_error(W, Q, H):
     return float(np.sum((D @ H) * D))
 
 
-def _gptq(W, U, part):
-    """Codes for W (out, n) block by block, feeding each block's error forward."""
-    W = W.copy()
-    n, d = W.shape[1], part.d
+def _block_order(H, d):
+    """Blocks of d columns by falling input energy (the diagonal of H summed over the
+    block): GPTQ's "act order", at block granularity so vector blocks stay whole."""
+    n = H.shape[0]
+    energy = np.diag(H).reshape(n // d, d).sum(axis=1)
+    return np.argsort(-energy, kind="stable")
+
+
+def _gptq(W, H, part, damp):
+    """Codes for W (out, n), block by block in falling input energy, each block's error
+    fed forward into the blocks not yet quantized; returned in the blocks' own order."""
+    d = part.d
+    order = _block_order(H, d)
+    cols = (order[:, None] * d + np.arange(d)).reshape(-1)
+    U = _inverse_cholesky(H[np.ix_(cols, cols)], damp)
+    W = W[:, cols]  # a copy, updated in place below
+    n = W.shape[1]
     batch = max(d, BATCH_COLUMNS // d * d)
-    codes = []
+    codes = [None] * len(order)
     for b0 in range(0, n, batch):
         b1 = min(b0 + batch, n)
         err = np.empty((W.shape[0], b1 - b0))
         for j0 in range(b0, b1, d):
             j1 = j0 + d
-            L = scipy.linalg.solve_triangular(U[j0:j1, j0:j1], np.eye(d), lower=False)
-            c, Q = part.assign(W[:, j0:j1], j0 // d, L)
+            L = 1.0 / U[j0:j1, j0:j1] if d == 1 else \
+                scipy.linalg.solve_triangular(U[j0:j1, j0:j1], np.eye(d), lower=False)
+            c, Q = part.assign(W[:, j0:j1], int(order[j0 // d]), L)
             e = (W[:, j0:j1] - Q) @ L
             W[:, j1:b1] -= e @ U[j0:j1, j1:b1]
             err[:, j0 - b0: j1 - b0] = e
-            codes.append(c)
+            codes[order[j0 // d]] = c
         W[:, b1:] -= err @ U[b0:b1, b1:]
     return np.stack(codes, axis=1)
 
