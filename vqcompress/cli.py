@@ -103,7 +103,7 @@ def cmd_compress(args) -> int:
                          executor=pool,
                          block_size=args.block_size, stages=args.stages, beam_size=args.beam,
                          group_size=_group(args.group_size), symmetric=args.symmetric,
-                         hadamard=args.hadamard,
+                         hadamard=args.hadamard, entropy_lambda=args.entropy_lambda,
                          codebook_dtype=args.codebook_dtype,
                          entropy=args.entropy, prune=args.prune, index_bits=args.index_bits,
                          min_elements=args.min_elements, random_state=args.seed,
@@ -262,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rotate each quantized tensor's inputs by a randomized Hadamard "
                         "transform before quantizing (incoherence processing; one bit per "
                         "input stored)")
+    c.add_argument("--entropy-lambda", type=float, default=0.0, metavar="LAMBDA",
+                   help="kmeans: entropy-constrained assignment, codes chosen by squared "
+                        "error / mean square + LAMBDA x code length (0, the default: "
+                        "nearest codeword); larger is smaller once entropy coded")
     c.add_argument("--codebook-dtype", choices=("float16", "float32"), default="float16")
     c.add_argument("--entropy", choices=("auto", "none", "huffman", "rans"), default="auto",
                    help="how code streams are stored: packed at their bit width, Huffman or "
@@ -277,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "name and 'skip' or key:value pairs, e.g. '*.bias=skip' or "
                         "'*embeddings*=method:kmeans,bits:3' (keys: method, bits, block_size, "
                         "stages, beam_size, group_size, symmetric, codebook_dtype, init, entropy, "
-                        "prune, index_bits, min_elements, calibrate, hadamard); 1-D tensors are quantized only "
+                        "prune, index_bits, min_elements, calibrate, hadamard, entropy_lambda); 1-D tensors are quantized only "
                         "when a rule names them")
     c.add_argument("--calibration", metavar="FILE",
                    help="calibration statistics (a .safetensors file from "

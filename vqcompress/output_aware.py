@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
+from . import ecsq
 from ._kernels.assign import assign_nearest
 from ._kernels.refit import gram_by_unknown
 from .errors import InputError
@@ -54,6 +55,11 @@ def fit_encode(q, W: np.ndarray, stats, *, damp: float = 0.01, rounds: int = 1):
     Hp = np.zeros((n, n))
     Hp[: H.shape[0], : H.shape[0]] = H
     signal = _output_error(Wp, np.zeros_like(Wp), Hp)
+    if getattr(q, "entropy_lambda", 0):
+        # entropy-constrained: output error per weight relative to the mean output
+        # energy per weight, plus lambda x code length (see vqcompress.ecsq)
+        part.penalty = float(q.entropy_lambda) * signal / W.size
+        part.lengths = q.code_lengths_.copy()
     plain = _output_error(Wp, part.decode(part.nearest(Wp)), Hp)
     best = None
     for _ in range(rounds):
@@ -161,6 +167,7 @@ class _Scalar:
     """k-means weight sharing: one column per block, one shared codebook."""
 
     d = 1
+    penalty = 0.0  # entropy-constrained assignment: per unit of output error, see fit_encode
 
     def __init__(self, q):
         self.q = q
@@ -180,7 +187,13 @@ class _Scalar:
         return self.order[np.searchsorted(self.mid, W)]
 
     def assign(self, Wb, j, L):
-        c = self.nearest(Wb[:, 0])
+        if self.penalty:
+            # the column's output error is (w - q)² L², so the length penalty in w units
+            pos = ecsq.assign(Wb[:, 0], self.book[self.order], self.lengths[self.order],
+                              self.penalty / float(L[0, 0]) ** 2)
+            c = self.order[pos]
+        else:
+            c = self.nearest(Wb[:, 0])
         return c, self.book[c][:, None]
 
     def decode(self, codes):

@@ -271,7 +271,7 @@ def load(path: str) -> CompressedModel:
 
 def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_size: int = 8,
              stages: int = 2, beam_size: int = 8, group_size="channel", symmetric: bool = False,
-             hadamard: bool = False,
+             hadamard: bool = False, entropy_lambda: float = 0.0,
              codebook_dtype: str = "float16", init: str = "optimal", entropy: str = "auto",
              prune: float | None = None, index_bits: int | None = None,
              min_elements: int = 1024, random_state: int | None = 0, policy=None,
@@ -299,6 +299,9 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
     entropy : {'auto', 'none', 'huffman', 'rans'}
         How each code stream is stored: packed at its bit width, Huffman or rANS coded;
         'auto' keeps the smallest per stream (tables included).
+    entropy_lambda : float >= 0, kmeans only: above 0, entropy-constrained assignment
+        (``KMeansQuantizer``, ``vqcompress.ecsq``): fewer bits once entropy coded, at some
+        error; larger is smaller.  With a wide codebook (bits 5-6) it sets the rate.
     prune : float in [0, 1), optional
         Magnitude-prune each compressed tensor to this sparsity (0.0 keeps the zeros it
         already has: an already pruned model), then share weights among
@@ -336,7 +339,7 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
     """
     defaults = {"method": method, "bits": bits, "block_size": block_size, "stages": stages,
                 "beam_size": beam_size, "group_size": group_size, "symmetric": symmetric,
-                "hadamard": hadamard,
+                "hadamard": hadamard, "entropy_lambda": entropy_lambda,
                 "codebook_dtype": codebook_dtype, "init": init, "entropy": entropy,
                 "prune": prune,
                 "index_bits": index_bits, "min_elements": min_elements, "seed": random_state}
@@ -509,6 +512,8 @@ def _check_options(name, o):
         prune_mod._check_fraction(o["prune"], "prune")
     if o["index_bits"] is not None:
         check_int(o["index_bits"], name="index_bits", low=1, high=16)
+    if o.get("entropy_lambda") and (o["method"] != "kmeans" or o["prune"] is not None):
+        raise InputError(f"{where}: entropy_lambda works with method kmeans, unpruned")
     if o.get("hadamard") and o["prune"] is not None:
         raise InputError(f"{where}: a Hadamard rotation would undo the pruning (rotated "
                          f"weights are dense); use one or the other")
@@ -518,7 +523,8 @@ def _quantizer(o, sparse):
     q = container.QUANTIZERS[o["method"]]
     if o["method"] == "kmeans":
         return q(n_bits=o["bits"], init=o["init"], codebook_dtype=o["codebook_dtype"],
-                 zero_codeword=sparse, random_state=o["seed"])
+                 zero_codeword=sparse, random_state=o["seed"],
+                 entropy_lambda=o.get("entropy_lambda") or 0.0)
     if o["method"] == "pq":
         return q(block_size=o["block_size"], n_bits=o["bits"], codebook_dtype=o["codebook_dtype"],
                  random_state=o["seed"])

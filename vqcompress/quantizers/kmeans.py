@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import ecsq
 from .._kernels.kmeans1d import label_by_midpoints
 from .._validation import as_float_array, as_sample_weight, check_choice, check_int, rng_from
 from ..cluster import INITS, _kmeans_sorted, kmeans_1d_optimal
@@ -31,6 +32,12 @@ class KMeansQuantizer(BaseQuantizer):
         Reserve code 0 for the value 0.0 (pruned weights and the filler entries of sparse
         storage decode to exact zeros): weights equal to 0 get code 0, the other
         2**n_bits - 1 codewords are learned on the nonzero weights.
+    entropy_lambda : float >= 0
+        0 (default): each weight takes its nearest codeword.  Above 0: entropy-constrained
+        quantization (``vqcompress.ecsq``): codes minimise squared error / mean square
+        weight + entropy_lambda × code length in bits, and the codebook is refitted for
+        that cost, so an entropy-coded stream shrinks below n_bits per weight; larger
+        values give smaller files.
 
     Attributes
     ----------
@@ -39,10 +46,12 @@ class KMeansQuantizer(BaseQuantizer):
     shape_ : tuple, shape of the fitted tensor
     n_weights_ : int
     inertia_ : float, weighted squared error of the fitted tensor with the stored codebook
+    code_lengths_ : ndarray (2**n_bits,), bits per codeword the encoder assumes (set with
+        entropy_lambda > 0)
     """
 
     def __init__(self, n_bits=4, init="optimal", max_iter=300, tol=1e-4, random_state=None,
-                 codebook_dtype="float32", zero_codeword=False):
+                 codebook_dtype="float32", zero_codeword=False, entropy_lambda=0.0):
         self.n_bits = n_bits
         self.init = init
         self.max_iter = max_iter
@@ -50,6 +59,7 @@ class KMeansQuantizer(BaseQuantizer):
         self.random_state = random_state
         self.codebook_dtype = codebook_dtype
         self.zero_codeword = zero_codeword
+        self.entropy_lambda = entropy_lambda
 
     def fit(self, W, sample_weight=None):
         """Learn the codebook from W (any shape; weights with sample_weight 0 are ignored)."""
@@ -71,6 +81,12 @@ class KMeansQuantizer(BaseQuantizer):
             res = _kmeans_sorted(x, w, k, self.init, max_iter, float(self.tol),
                                  rng_from(self.random_state))
         book = np.sort(res.centers.astype(cb_dtype))
+        if self.entropy_lambda:
+            book, lengths, _ = ecsq.fit(x.astype(np.float64), w, book.astype(np.float64),
+                                        float(self.entropy_lambda))
+            book = book.astype(cb_dtype)
+            self.code_lengths_ = lengths
+            self.penalty_ = float(self.entropy_lambda) * float(np.average(x * x, weights=w))
         self.codebook_ = np.concatenate([np.zeros(1, cb_dtype), book]) if zero else book
         self.shape_ = W.shape
         self.n_weights_ = int(x.shape[0])
@@ -88,6 +104,11 @@ class KMeansQuantizer(BaseQuantizer):
         max_iter = check_int(self.max_iter, name="max_iter", low=1)
         if self.zero_codeword and n_bits < 2:
             raise InputError("zero_codeword needs n_bits >= 2")
+        lam = self.entropy_lambda
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 <= lam < 1e6:
+            raise InputError(f"entropy_lambda must be a number >= 0, got {lam!r}")
+        if lam and self.zero_codeword:
+            raise InputError("entropy_lambda does not combine with zero_codeword (pruning)")
         return n_bits, cb_dtype, max_iter
 
     def encode(self, W) -> np.ndarray:
@@ -98,7 +119,10 @@ class KMeansQuantizer(BaseQuantizer):
         cb = self.codebook_.astype(np.float64)[1 if zero else 0:]
         labels = np.empty(W.size, dtype=np.int32)
         x = W.reshape(-1)
-        label_by_midpoints(x, 0.5 * (cb[1:] + cb[:-1]), labels)
+        if self.entropy_lambda and hasattr(self, "code_lengths_"):
+            labels = ecsq.assign(x, cb, self.code_lengths_, self.penalty_)
+        else:
+            label_by_midpoints(x, 0.5 * (cb[1:] + cb[:-1]), labels)
         if zero:
             labels = np.where(x == 0, 0, labels + 1)
         return labels.astype(code_dtype(self.n_bits)).reshape(W.shape)
