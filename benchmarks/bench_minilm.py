@@ -108,7 +108,25 @@ def cli_compress(src, out, opts, jobs):
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode:
         raise RuntimeError(f"{' '.join(cmd)}: {res.stderr.strip()[-500:]}")
-    return time.perf_counter() - t0, json.loads(res.stdout)["totals"]
+    report = json.loads(res.stdout)
+    return time.perf_counter() - t0, {**report["totals"], **rate_distortion(report["tensors"])}
+
+
+ENCODER_MATRIX = re.compile(r"encoder\.layer\.\d+\..*dense\.weight|self\.(query|key|value)\.weight")
+
+
+def rate_distortion(tensors):
+    """Weight-level SQNR of the encoder's linear layers (mean over the 36 matrices, in dB)
+    beside their bits per weight (every byte of theirs, header share included) and the
+    Gaussian rate-distortion bound at that rate, 6.02 dB per bit: what is left to gain."""
+    rows = [t for t in tensors if ENCODER_MATRIX.search(t["name"]) and t["sqnr_db"] is not None]
+    if not rows:
+        return {}
+    n = [np.prod(t["shape"]) for t in rows]
+    bits = sum(t["bits_per_weight"] * w for t, w in zip(rows, n)) / sum(n)
+    sqnr = float(np.average([t["sqnr_db"] for t in rows], weights=n))
+    return {"encoder bits/weight": bits, "encoder SQNR dB": sqnr,
+            "gap to 6.02 dB/bit": 6.02 * bits - sqnr}
 
 
 def faiss_model(weights, kind, block, bits, stages):
@@ -303,6 +321,8 @@ def main():
                 row = {"family": family, "setting": name,
                        "options": " ".join(o if o != calib else "CALIBRATION" for o in opts),
                        "file bytes": tot["file_bytes"],
+                       **{k: tot[k] for k in ("encoder bits/weight", "encoder SQNR dB",
+                                              "gap to 6.02 dB/bit") if k in tot},
                        "bits/weight": tot["file_bytes"] * 8 / n_values,
                        "compress s": secs, **evaluate(path, sentences, tok, ref)}
                 rows.append(row)
@@ -344,6 +364,11 @@ def main():
         table(sorted(band, key=lambda r: r["bits/weight"]), cols)
     print("### All rows\n")
     table(sorted(rows, key=lambda r: r["bits/weight"]), ["family"] + cols)
+    print("### Encoder linear layers: weight SQNR against the Gaussian bound (6.02 dB/bit)\n")
+    rd = [r for r in rows if "encoder SQNR dB" in r]
+    table(sorted(rd, key=lambda r: r["encoder bits/weight"]),
+          ["setting", "encoder bits/weight", "encoder SQNR dB", "gap to 6.02 dB/bit",
+           "cos_mean"])
     print("### Smallest file reaching each mean cosine\n")
     best = []
     for t in TARGETS:

@@ -61,8 +61,12 @@ def test_options_and_errors():
             vq.KMeansQuantizer(4, entropy_lambda=bad).fit(W)
     with pytest.raises(InputError, match="zero_codeword"):
         vq.KMeansQuantizer(4, entropy_lambda=0.1, zero_codeword=True).fit(W)
-    with pytest.raises(InputError, match="entropy_lambda works with method kmeans"):
-        vq.compress({"w": W}, method="pq", entropy_lambda=0.1)
+    with pytest.raises(InputError, match="entropy_lambda does not combine with prune"):
+        vq.compress({"w": W}, prune=0.5, entropy_lambda=0.1)
+    # other methods ignore it, so one global value and a rule for another method mix
+    m = vq.compress({"w": W, "v": W}, entropy_lambda=0.1,
+                    policy=["v=method:pq,bits:4,block_size:4"])
+    assert m["v"].method == "pq" and m["w"].quantizer.entropy_lambda == 0.1
     m = vq.compress({"w": W}, policy=["w=method:kmeans,bits:5,entropy_lambda:0.05"])
     assert m["w"].quantizer.entropy_lambda == 0.05
 

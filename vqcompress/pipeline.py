@@ -299,7 +299,8 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
     entropy : {'auto', 'none', 'huffman', 'rans'}
         How each code stream is stored: packed at its bit width, Huffman or rANS coded;
         'auto' keeps the smallest per stream (tables included).
-    entropy_lambda : float >= 0, kmeans only: above 0, entropy-constrained assignment
+    entropy_lambda : float >= 0, kmeans only (other methods ignore it, as they ignore
+        ``init``): above 0, entropy-constrained assignment
         (``KMeansQuantizer``, ``vqcompress.ecsq``): fewer bits once entropy coded, at some
         error; larger is smaller.  With a wide codebook (bits 5-6) it sets the rate.
     prune : float in [0, 1), optional
@@ -512,8 +513,9 @@ def _check_options(name, o):
         prune_mod._check_fraction(o["prune"], "prune")
     if o["index_bits"] is not None:
         check_int(o["index_bits"], name="index_bits", low=1, high=16)
-    if o.get("entropy_lambda") and (o["method"] != "kmeans" or o["prune"] is not None):
-        raise InputError(f"{where}: entropy_lambda works with method kmeans, unpruned")
+    if o.get("entropy_lambda") and o["method"] == "kmeans" and o["prune"] is not None:
+        raise InputError(f"{where}: entropy_lambda does not combine with prune (sparse "
+                         f"codes reserve code 0)")
     if o.get("hadamard") and o["prune"] is not None:
         raise InputError(f"{where}: a Hadamard rotation would undo the pruning (rotated "
                          f"weights are dense); use one or the other")
