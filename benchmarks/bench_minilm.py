@@ -76,15 +76,22 @@ CALIBRATED = {
                                            "--policy", f"*word_embeddings*={RQ3}"],
     "calibrated kmeans 4, word rq 8x8x2": ["--method", "kmeans", "--bits", "4",
                                            "--policy", f"*word_embeddings*={RQ2}"],
-    "calibrated kmeans 3, word rq 8x8x2": ["--method", "kmeans", "--bits", "3",
-                                           "--policy", f"*word_embeddings*={RQ2}"],
     "calibrated pq 4x8, word pq 8x8": ["--method", "pq", "--bits", "8", "--block-size", "4",
                                        "--policy",
                                        "*word_embeddings*=method:pq,bits:8,block_size:8"],
-    "calibrated rq 8x8x2, word pq 8x8": ["--method", "rq", "--bits", "8", "--block-size", "8",
-                                         "--stages", "2", "--policy",
-                                         "*word_embeddings*=method:pq,bits:8,block_size:8"],
 }
+
+# ... and each tensor's setting chosen under a whole-file budget (--target-bpw), among
+# scalar and 2- and 4-dimensional vector codes, with each tensor's error weighted by its
+# measured sensitivity (allocate.measure_sensitivity on 200 held-out sentences).
+ALLOC_CANDIDATES = ["method:kmeans,bits:2", "method:kmeans,bits:3", "method:kmeans,bits:4",
+                    "method:kmeans,bits:5", "method:pq,block_size:2,bits:6",
+                    "method:pq,block_size:2,bits:8", "method:pq,block_size:4,bits:8"]
+ALLOCATED = {
+    f"allocated {b:g}, word {word}": ["--target-bpw", str(b), "--policy",
+                                      f"*word_embeddings*={spec}"] +
+    [a for c in ALLOC_CANDIDATES for a in ("--candidate", c)]
+    for b, word, spec in ((3.0, "rq 8x8x2", RQ2), (2.0, "pq 8x8", "method:pq,bits:8,block_size:8"))}
 
 FAISS = {  # name: (kind, block, bits per stage, stages), the code sizes of our PQ/RQ rows
     "faiss pq 8x8 (1 bit)": ("pq", 8, 8, 1),
@@ -171,6 +178,19 @@ def _unpack_faiss(packed, bits, m):
     return (bitsarr.reshape(len(packed), m, bits) * weights).sum(-1).astype(np.int64)
 
 
+def sensitivities(weights, stats, tok, n=200):
+    """Per tensor: the rise in 1 - mean cosine on ``n`` held-out sentences per unit of its
+    relative (calibrated) error, probed with k-means at 3 bits."""
+    held = minilm.corpus("heldout")[:n]
+    ref = minilm.BertEncoder.from_weights(weights).encode(held, tokenizer=tok)
+
+    def loss(mix):
+        emb = minilm.BertEncoder.from_weights(mix).encode(held, tokenizer=tok)
+        return 1 - minilm.similarity_report(ref, emb)["cos_mean"]
+
+    return vq.allocate.measure_sensitivity(weights, loss, calibration=stats)
+
+
 def evaluate(path_or_model, sentences, tok, ref):
     enc = minilm.BertEncoder.from_vqz(path_or_model)
     t0 = time.perf_counter()
@@ -253,7 +273,8 @@ def plot(rows, path):
     for r in rows:
         if r.get("cos_mean") is not None:
             families.setdefault(r["family"], []).append(r)
-    styles = {"ours": "o-", "ours mixed": "*", "ours calibrated": "P-", "faiss": "s",
+    styles = {"ours": "o-", "ours mixed": "*", "ours calibrated": "P", "ours allocated": "X-",
+              "faiss": "s",
               "uniform": "v:", "zstd": "D"}
     for fam, rs in families.items():
         rs = sorted(rs, key=lambda r: r["file bytes"])
@@ -301,7 +322,8 @@ def main():
         path = os.path.join(tmp, "m.vqz")
         keep = {}
         calib = os.path.join(tmp, "calibration.safetensors")
-        if any(wanted(n) for n in CALIBRATED):
+        sens = os.path.join(tmp, "sensitivity.json")
+        if any(wanted(n) for n in {**CALIBRATED, **ALLOCATED}):
             t0 = time.perf_counter()
             stats = minilm.calibration_stats(dense, minilm.corpus("heldout"), tokenizer=tok)
             vq.calibration.save(calib, stats)
@@ -309,17 +331,25 @@ def main():
                   f"{stats['encoder.layer.0.attention.self.query.weight'].count:,} tokens of "
                   f"the {len(minilm.corpus('heldout')):,} held-out sentences, "
                   f"{time.perf_counter() - t0:.0f} s\n", flush=True)
+        if any(wanted(n) for n in ALLOCATED):
+            t0 = time.perf_counter()
+            json.dump(sensitivities(weights, stats, tok), open(sens, "w"))
+            print(f"- sensitivities: {time.perf_counter() - t0:.0f} s\n", flush=True)
         for family, settings in (("ours", OURS), ("ours mixed", MIXED),
-                                 ("ours calibrated", CALIBRATED), ("uniform", UNIFORM)):
+                                 ("ours calibrated", CALIBRATED),
+                                 ("ours allocated", ALLOCATED), ("uniform", UNIFORM)):
             for name, opts in settings.items():
                 if not wanted(name):
                     continue
-                if family == "ours calibrated":
+                if family in ("ours calibrated", "ours allocated"):
                     opts = opts + ["--calibration", calib]
+                if family == "ours allocated":
+                    opts = opts + ["--sensitivity", sens]
                 secs, tot = cli_compress(src, path, opts, args.jobs)
                 assert tot["file_bytes"] == os.path.getsize(path)
                 row = {"family": family, "setting": name,
-                       "options": " ".join(o if o != calib else "CALIBRATION" for o in opts),
+                       "options": " ".join({calib: "CALIBRATION", sens: "SENSITIVITY"}.get(o, o)
+                                           for o in opts),
                        "file bytes": tot["file_bytes"],
                        **{k: tot[k] for k in ("encoder bits/weight", "encoder SQNR dB",
                                               "gap to 6.02 dB/bit") if k in tot},

@@ -1,5 +1,5 @@
 """vqcompress: vector-quantization compression of neural-network weights."""
-from . import calibration, nn
+from . import allocate, calibration, nn
 from .cluster import KMeansResult, kmeans, kmeans_1d_optimal
 from .errors import FormatError, InputError, VQCompressError
 from .pipeline import CompressedModel, CompressedTensor, compress, load
@@ -7,6 +7,6 @@ from .quantizers import KMeansQuantizer, ProductQuantizer, ResidualQuantizer, Un
 
 __version__ = "0.1.0"
 
-__all__ = ["nn", "calibration", "compress", "load", "CompressedModel", "CompressedTensor", "kmeans", "kmeans_1d_optimal", "KMeansResult", "KMeansQuantizer",
+__all__ = ["nn", "calibration", "allocate", "compress", "load", "CompressedModel", "CompressedTensor", "kmeans", "kmeans_1d_optimal", "KMeansResult", "KMeansQuantizer",
            "ProductQuantizer", "ResidualQuantizer", "UniformQuantizer", "VQCompressError",
            "InputError", "FormatError", "__version__"]

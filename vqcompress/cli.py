@@ -24,9 +24,10 @@ def _zstd_ratio(path: str) -> float | None:
 
 
 def _table(report: dict) -> str:
-    lines = [f"{'tensor':<44} {'shape':>12} {'method':>7} {'sparse':>6} "
+    lines = [f"{'tensor':<44} {'shape':>12} {'setting':>13} {'sparse':>6} "
              f"{'codes: coding bits/H':>21} {'index: coding bits/H':>21} "
-             f"{'bits/w':>7} {'bytes':>10} {'SQNR dB / why raw':>8}"]
+             f"{'bits/w':>7} {'bytes':>10} {'SQNR dB / why raw':>8} {'output SQNR':>11}"]
+    allocated = False
     for r in report["tensors"]:
         shape = "x".join(str(s) for s in r["shape"]) or "scalar"
         sq = "" if r["sqnr_db"] is None else f"{r['sqnr_db']:.2f}"
@@ -35,11 +36,18 @@ def _table(report: dict) -> str:
         sparse = "" if r.get("sparsity") is None else f"{100 * r['sparsity']:.0f}%"
         if r.get("raw_reason"):
             sq = r["raw_reason"]
-        lines.append(f"{r['name'][:44]:<44} {shape:>12} {r['method']:>7} {sparse:>6} "
+        setting = (r.get("setting") or r["method"]) + ("*" if r.get("allocated") else "")
+        allocated = allocated or r.get("allocated")
+        out = "" if r.get("output_sqnr_db") is None else f"{r['output_sqnr_db']:.2f}"
+        lines.append(f"{r['name'][:44]:<44} {shape:>12} {setting:>13} {sparse:>6} "
                      f"{streams_[0]:>21} {streams_[1]:>21} "
-                     f"{r['bits_per_weight']:>7.3f} {r['bytes'] + r['header_bytes']:>10} {sq:>8}")
+                     f"{r['bits_per_weight']:>7.3f} {r['bytes'] + r['header_bytes']:>10} {sq:>8} "
+                     f"{out:>11}")
     t = report["totals"]
     lines.append("")
+    if allocated:
+        lines.append("* setting chosen by the --target-bpw allocation; output SQNR: on the "
+                     "calibration inputs")
     lines.append(f"weights: {t['weights']:,} in {t['tensors']} tensors")
     if t.get("source_bytes"):
         lines.append(f"input:   {t['source_bytes']:,} bytes")

@@ -237,7 +237,10 @@ class CompressedModel:
                          "raw_reason": t.info.get("raw_reason"),
                          "bytes": nbytes, "header_bytes": head,
                          "bits_per_weight": (nbytes + head) * 8 / max(t.size, 1),
-                         "sqnr_db": t.info.get("sqnr_db")})
+                         "sqnr_db": t.info.get("sqnr_db"),
+                         "setting": _setting(t),
+                         "output_sqnr_db": _output_sqnr(t.info.get("calibration")),
+                         "allocated": "allocation" in t.info})
         n_weights = sum(t.size for t in self.tensors.values())
         totals = {"tensors": len(rows), "weights": n_weights,
                   "source_bytes": self.source_bytes, "file_bytes": self.file_bytes}
@@ -250,6 +253,23 @@ class CompressedModel:
     def __repr__(self):
         size = f"{self.file_bytes} bytes" if self.file_bytes else "not saved"
         return f"CompressedModel({len(self)} tensors, {size})"
+
+
+def _setting(t) -> str | None:
+    """A tensor's setting in short: kmeans 4, pq 8x2 (bits x block), rq 8x8x2 (bits x block
+    x stages), uniform 4; '+h' when its inputs are rotated."""
+    q = t.quantizer
+    if q is None:
+        return None
+    text = {"pq": lambda: f"pq {q.n_bits}x{q.block_size}",
+            "rq": lambda: f"rq {q.n_bits}x{q.block_size}x{q.n_stages}"}.get(
+        t.method, lambda: f"{t.method} {q.n_bits}")()
+    return text + ("+h" if t.signs is not None else "")
+
+
+def _output_sqnr(calibrated) -> float | None:
+    err = (calibrated or {}).get("output_error")
+    return round(float(-10 * np.log10(err)), 3) if err else None
 
 
 def _verify_written(path, tensors) -> None:
