@@ -300,6 +300,9 @@ def main():
     ap.add_argument("--only", nargs="*", help="run only the settings whose names contain these")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-attribution", action="store_true")
+    ap.add_argument("--merge", action="append", default=[], metavar="RESULTS.json",
+                    help="add the rows of an earlier run's results.json to the tables and "
+                         "the plot (sizes and cosines are deterministic; times are that run's)")
     args = ap.parse_args()
     header("all-MiniLM-L6-v2 end to end: compressed, run from the file, against the peers")
     os.makedirs(args.out, exist_ok=True)
@@ -386,6 +389,10 @@ def main():
             q = vq.load(keep["kmeans 4"]).decompress()
             attr = attribution(weights, q, sentences, tok, ref, "kmeans 4")
 
+    for path in args.merge:
+        with open(path) as fh:
+            rows += [r for r in json.load(fh)["rows"]
+                     if r["setting"] not in {x["setting"] for x in rows}]
     cols = ["setting", "bits/weight", "file bytes", "cos_mean", "cos_p5", "top10_overlap",
             "compress s"]
     for b in BUDGETS:
