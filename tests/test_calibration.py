@@ -306,3 +306,32 @@ def test_cli_calibration_file(tmp_path):
     np.testing.assert_allclose(vq.load(out)["fc.weight"].decompress(),
                                direct["fc.weight"].decompress(), rtol=1e-6, atol=1e-6)
     assert os.path.getsize(out) > 0
+
+
+def test_data_aware_file_is_the_same_for_any_numba_thread_count(tmp_path):
+    """Calibration, rotation, entropy-constrained codes and allocation together: byte-
+    identical files with 1 and 2 Numba threads (each a fresh process)."""
+    import subprocess
+    import sys
+
+    from vqcompress.examples.digits import WEIGHTS
+
+    src = vq.io.open_weights(WEIGHTS)
+    rng = np.random.default_rng(5)
+    stats = {n: calibration.Stats(src.shape(n)[1]).add(
+        rng.standard_normal((300, src.shape(n)[1])) * rng.uniform(0.1, 3, src.shape(n)[1]))
+        for n in src if len(src.shape(n)) == 2}
+    cal = str(tmp_path / "cal.safetensors")
+    calibration.save(cal, stats)
+    outs = []
+    for threads in ("1", "2"):
+        out = tmp_path / f"t{threads}.vqz"
+        subprocess.run([sys.executable, "-m", "vqcompress", "compress", WEIGHTS, str(out),
+                        "--calibration", cal, "--hadamard", "--entropy-lambda", "0.01",
+                        "--target-bpw", "5", "--candidate", "method:kmeans,bits:3",
+                        "--candidate", "method:kmeans,bits:5",
+                        "--candidate", "method:pq,bits:6,block_size:2", "--json"],
+                       env={**os.environ, "NUMBA_NUM_THREADS": threads}, check=True,
+                       capture_output=True)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
