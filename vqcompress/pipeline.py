@@ -437,9 +437,9 @@ def _allocated(src, path, plans, stats, target, candidates, sensitivity, executo
             jobs.append((name, o, stats.get(name), None))
     if executor is None:
         results = []
-        for name, opts, st_, _ in jobs:
+        for name, opts, st_, i in jobs:
             arr = np.asarray(src[name])
-            if progress:
+            if progress and not i:  # once per tensor, however many candidates
                 progress(name, arr.size)
             results.append(_compress_one(name, src, path, arr, opts, st_))
     else:
