@@ -72,6 +72,7 @@ MIXED = {  # chosen by the error-per-bit of each group measured one group at a t
 # evaluation ones); the embedding tables, which see token ids, stay data-free.
 CALIBRATED = {
     "calibrated kmeans 4": ["--method", "kmeans", "--bits", "4"],
+    "calibrated kmeans 4, hadamard": ["--method", "kmeans", "--bits", "4", "--hadamard"],
     "calibrated kmeans 5, word rq 8x8x3": ["--method", "kmeans", "--bits", "5",
                                            "--policy", f"*word_embeddings*={RQ3}"],
     "calibrated kmeans 4, word rq 8x8x2": ["--method", "kmeans", "--bits", "4",
@@ -104,6 +105,7 @@ UNIFORM = {  # GGUF-style: fixed-rate codes, one float16 scale per group
 UNIFORM.update({
     f"uniform int{b} g64 affine": ["--method", "uniform", "--bits", str(b), "--group-size", "64",
                                    "--entropy", "none"] for b in (2, 3, 4, 5)})
+UNIFORM["uniform int4 g64 affine, hadamard"] = UNIFORM["uniform int4 g64 affine"] + ["--hadamard"]
 BUDGETS = (4.0, 3.0, 2.0)
 TARGETS = (0.99, 0.98, 0.95)
 
