@@ -335,3 +335,13 @@ def test_data_aware_file_is_the_same_for_any_numba_thread_count(tmp_path):
                        capture_output=True)
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]
+
+
+def test_all_zero_calibration_warns_and_falls_back():
+    weights, X = small_model()
+    with pytest.warns(UserWarning, match="'fc.weight'.*all zero"):
+        m = vq.compress(weights, method="kmeans", bits=3,
+                        calibration={"fc.weight": np.zeros_like(X)})
+    plain = vq.compress(weights, method="kmeans", bits=3)
+    np.testing.assert_array_equal(m["fc.weight"].codes, plain["fc.weight"].codes)
+    assert "calibration" not in m["fc.weight"].info

@@ -21,6 +21,8 @@ the three kinds, and a valid ``Stats``.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.linalg
 
@@ -39,7 +41,7 @@ def fit_encode(q, W: np.ndarray, stats, *, damp: float = 0.01, rounds: int = 1):
     (codes, info) with info holding the relative output error before and after."""
     H = stats.hessian()
     if q.__class__ is KMeansQuantizer:
-        importance = np.diag(H) + 1e-12 * max(float(np.diag(H).max()), 1e-300)
+        importance = np.diag(H) + 1e-12 * float(np.diag(H).max())  # caller: max > 0
         q.fit(W, sample_weight=np.broadcast_to(importance, W.shape))
         part = _Scalar(q)
     elif q.__class__ is ProductQuantizer:
@@ -154,10 +156,12 @@ def _refit(W, H, idx, old):
     WH = (W @ H).reshape(-1)
     b = sum(np.bincount(idx[t].reshape(-1), weights=WH, minlength=P) for t in range(len(idx)))
     eps = 1e-9 * max(float(np.trace(A)) / P, 1e-300)
-    try:
-        return scipy.linalg.solve(A + eps * np.eye(P), b + eps * old, assume_a="pos")
-    except (np.linalg.LinAlgError, ValueError):
-        return scipy.linalg.lstsq(A + eps * np.eye(P), b + eps * old)[0]
+    with warnings.catch_warnings():  # unused unknowns make A singular; the ridge holds them
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        try:
+            return scipy.linalg.solve(A + eps * np.eye(P), b + eps * old, assume_a="pos")
+        except (np.linalg.LinAlgError, ValueError):
+            return scipy.linalg.lstsq(A + eps * np.eye(P), b + eps * old)[0]
 
 
 # --- one adapter per kind of code: assignment, decoding, unknowns ---------------------------

@@ -585,6 +585,10 @@ def _compress_one(name, src, path, arr, o, stats=None) -> CompressedTensor:
                                          * stats.count, stats.count)
     else:
         Wr = W
+    if stats is not None and not np.diag(stats.hessian()).any():
+        warnings.warn(f"tensor {name!r}: its calibration inputs are all zero; quantized "
+                      f"without calibration", stacklevel=3)
+        stats = None
     try:
         target = W * prune_mod.magnitude_mask(W, o["prune"]) if sparse else Wr.reshape(shape)
         if stats is not None:
