@@ -93,6 +93,7 @@ ALLOCATED = {
                                       f"*word_embeddings*={spec}"] +
     [a for c in ALLOC_CANDIDATES for a in ("--candidate", c)]
     for b, word, spec in ((3.0, "rq 8x8x2", RQ2), (2.0, "pq 8x8", "method:pq,bits:8,block_size:8"))}
+ALLOCATED.update({f"{k}, hadamard": v + ["--hadamard"] for k, v in ALLOCATED.items()})
 
 FAISS = {  # name: (kind, block, bits per stage, stages), the code sizes of our PQ/RQ rows
     "faiss pq 8x8 (1 bit)": ("pq", 8, 8, 1),
