@@ -8,8 +8,10 @@ import os
 import sys
 
 from . import __version__
+from .allocate import DEFAULT_CANDIDATES
 from .errors import VQCompressError
 from .pipeline import METHODS, compress, load
+from .policy import OPTIONS
 
 
 def _zstd_ratio(path: str) -> float | None:
@@ -287,10 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--policy", action="append", metavar="PATTERN=SPEC",
                    help="per-tensor rule, repeatable, first match wins: a glob on the tensor "
                         "name and 'skip' or key:value pairs, e.g. '*.bias=skip' or "
-                        "'*embeddings*=method:kmeans,bits:3' (keys: method, bits, block_size, "
-                        "stages, beam_size, group_size, symmetric, codebook_dtype, init, entropy, "
-                        "prune, index_bits, min_elements, calibrate, hadamard, entropy_lambda); 1-D tensors are quantized only "
-                        "when a rule names them")
+                        f"'*embeddings*=method:kmeans,bits:3' (keys: {', '.join(OPTIONS)}); "
+                        "1-D tensors are quantized only when a rule names them")
     c.add_argument("--calibration", metavar="FILE",
                    help="calibration statistics (a .safetensors file from "
                         "vqcompress.calibration.save): the 2-D tensors it names are "
@@ -301,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "tensors a --policy rule names keep their rule")
     c.add_argument("--candidate", action="append", metavar="SPEC",
                    help="a setting the --target-bpw allocation may pick, repeatable, as a "
-                        "policy spec (default: method:kmeans with bits 2, 3, 4, 5, 6, 8)")
+                        f"policy spec (default: {', '.join(DEFAULT_CANDIDATES)})")
     c.add_argument("--sensitivity", metavar="FILE.json",
                    help="{tensor name: weight} for the allocation (from "
                         "vqcompress.allocate.measure_sensitivity); default 1 each")

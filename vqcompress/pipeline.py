@@ -431,8 +431,7 @@ def _allocated(src, path, plans, stats, target, candidates, sensitivity, executo
             for i, overlay in enumerate(overlays):
                 opts = {**o, **overlay}
                 _check_options(name, opts)
-                calibrated = opts["method"] in ("kmeans", "pq", "rq") and opts["prune"] is None
-                jobs.append((name, opts, stats.get(name) if calibrated else None, i))
+                jobs.append((name, opts, stats.get(name) if _calibrates(opts) else None, i))
         else:
             jobs.append((name, o, stats.get(name), None))
     if executor is None:
@@ -480,22 +479,29 @@ def _allocated(src, path, plans, stats, target, candidates, sensitivity, executo
 def _allocatable(name, src, path, o) -> bool:
     """Whether the allocation may choose this tensor's setting: eligible for quantization
     and named by no policy rule."""
-    if o.get("skip") or o.get("ruled"):
+    if o.get("ruled"):
         return False
     if path:
         shape, dtype = src.shape(name), src.source_dtype(name)
     else:
         arr = np.asarray(src[name])
         shape, dtype = arr.shape, str(arr.dtype)
+    return _raw_reason(o, dtype, shape) is None
+
+
+def _raw_reason(o, dtype: str, shape) -> str | None:
+    """Why options ``o`` store a tensor of this dtype and shape raw, or None: skipped,
+    not float, a scalar or a vector no rule names, or too small."""
     kind = "f" if dtype == "bfloat16" else np.dtype(dtype).kind
-    return kind == "f" and len(shape) >= 2 and int(np.prod(shape)) >= o["min_elements"]
+    return ("policy skip" if o.get("skip") else f"{dtype} dtype" if kind != "f"
+            else f"rank {len(shape)}" if len(shape) == 0 or (len(shape) == 1 and not o.get("ruled"))
+            else f"under {o['min_elements']} weights" if int(np.prod(shape)) < o["min_elements"]
+            else None)
 
 
 def _calibration_for(calibration, src, path, plans) -> dict:
     """{name: Stats} for the tensors that will be quantized output-aware, validated
     against the tensors' shapes and options before any work starts."""
-    from . import calibration as calib
-
     if calibration is None:
         return {}
     if isinstance(calibration, (str, os.PathLike)):
@@ -510,11 +516,21 @@ def _calibration_for(calibration, src, path, plans) -> dict:
         shape = tuple(src.shape(name)) if path else np.shape(src[name])
         if len(shape) != 2:
             raise InputError(f"tensor {name!r}: calibration needs a 2-D weight, not {shape}")
-        if o["method"] not in ("kmeans", "pq", "rq") or o["prune"] is not None:
+        if not _calibrates(o):
             raise InputError(f"tensor {name!r}: calibration works with methods kmeans, pq "
                              f"and rq without pruning; opt it out with calibrate:false")
-        out[name] = calib.as_stats(value, name=name, in_features=shape[1])
+        stats = calib.as_stats(value, name=name, in_features=shape[1])
+        if not np.diag(stats.hessian()).any():
+            warnings.warn(f"tensor {name!r}: its calibration inputs are all zero; quantized "
+                          f"without calibration", stacklevel=3)
+            continue
+        out[name] = stats
     return out
+
+
+def _calibrates(o) -> bool:
+    """Whether options ``o`` can use calibration (output_aware's kinds, unpruned)."""
+    return o["method"] in ("kmeans", "pq", "rq") and o["prune"] is None
 
 
 def _check_options(name, o):
@@ -565,9 +581,7 @@ def _compress_one(name, src, path, arr, o, stats=None) -> CompressedTensor:
     src_dtype = src.source_dtype(name) if path else str(arr.dtype)
     stored = src.stored(name) if path and src_dtype == "bfloat16" else arr
     raw = CompressedTensor(name, shape, src_dtype, "raw", raw=np.ascontiguousarray(stored))
-    reason = ("policy skip" if o.get("skip") else f"{arr.dtype} dtype" if arr.dtype.kind != "f"
-              else f"rank {arr.ndim}" if arr.ndim == 0 or (arr.ndim == 1 and not o.get("ruled"))
-              else f"under {o['min_elements']} weights" if arr.size < o["min_elements"] else None)
+    reason = _raw_reason(o, str(arr.dtype), arr.shape)
     if reason:
         raw.info["raw_reason"] = reason
         return raw
@@ -585,10 +599,6 @@ def _compress_one(name, src, path, arr, o, stats=None) -> CompressedTensor:
                                          * stats.count, stats.count)
     else:
         Wr = W
-    if stats is not None and not np.diag(stats.hessian()).any():
-        warnings.warn(f"tensor {name!r}: its calibration inputs are all zero; quantized "
-                      f"without calibration", stacklevel=3)
-        stats = None
     try:
         target = W * prune_mod.magnitude_mask(W, o["prune"]) if sparse else Wr.reshape(shape)
         if stats is not None:
