@@ -65,7 +65,7 @@ def fit(x: np.ndarray, w: np.ndarray, book: np.ndarray, lam: float, *, max_iter:
     """Lloyd iterations for the entropy-constrained cost from a sorted ``book``: assign,
     re-estimate lengths and centroids (weighted means), until the codes settle.
     ``lam`` is relative: the penalty is lam × the weighted mean of x².  Returns
-    (book sorted, lengths, codes)."""
+    (book sorted, lengths, penalty): what ``assign`` then needs."""
     scale = float(np.average(x * x, weights=w)) or 1.0
     k = book.shape[0]
     lengths = np.full(k, np.log2(k))
@@ -84,4 +84,4 @@ def fit(x: np.ndarray, w: np.ndarray, book: np.ndarray, lam: float, *, max_iter:
         remap = np.empty(k, np.int64)
         remap[order] = np.arange(k)
         codes = remap[codes]
-    return book, lengths, codes
+    return book, lengths, lam * scale

@@ -31,6 +31,7 @@ from ._kernels.assign import assign_nearest
 from ._kernels.refit import gram_by_unknown
 from .errors import InputError
 from .quantizers import KMeansQuantizer, ProductQuantizer, ResidualQuantizer
+from .quantizers._base import code_dtype
 from .quantizers.residual import _beam_encode
 
 BATCH_COLUMNS = 128  # columns updated lazily between two feed-forward products (as GPTQ)
@@ -175,7 +176,7 @@ class _Scalar:
 
     def __init__(self, q):
         self.q = q
-        self.n_columns = q.shape_[1] if len(q.shape_) == 2 else int(np.prod(q.shape_[1:]))
+        self.n_columns = q.shape_[1]  # fitted on the matrix W (out, in)
         self.set_unknowns(q.codebook_.astype(np.float64))
 
     def set_unknowns(self, c):
@@ -211,7 +212,7 @@ class _Scalar:
         remap = np.empty_like(self.order)
         remap[self.order] = np.arange(self.order.size)
         self.q.codebook_ = self.book[self.order].astype(self.q.codebook_.dtype)
-        return remap[codes].reshape(self.q.shape_).astype(_code_dtype(self.q))
+        return remap[codes].astype(code_dtype(self.q.n_bits))
 
 
 class _Blocks:
@@ -236,7 +237,7 @@ class _Blocks:
 
     def finish(self, codes):
         self.q.codebooks_ = self.books.astype(self.q.codebooks_.dtype)
-        return codes.astype(_code_dtype(self.q))
+        return codes.astype(code_dtype(self.q.n_bits))
 
 
 class _Product(_Blocks):
@@ -289,8 +290,3 @@ class _Residual(_Blocks):
         return np.stack([((s * k + codes[:, block, s]) * self.d + pos)
                          for s in range(n_stages)]).astype(np.int32)
 
-
-def _code_dtype(q):
-    from .quantizers._base import code_dtype
-
-    return code_dtype(q.n_bits)

@@ -34,22 +34,26 @@ def _signs(packed: np.ndarray, n: int) -> np.ndarray:
 def rotate(X, packed) -> np.ndarray:
     """X R for X (..., n): the rotated weight rows, or the rotated inputs.  A new array,
     float32 unless X is float64."""
-    X = np.asarray(X)
-    n = X.shape[-1]
-    out = np.array(X.reshape(-1, n), dtype=np.float64 if X.dtype == np.float64 else np.float32)
-    out *= _signs(packed, n)
-    fwht_rows(out, block_size(n))
-    return out.reshape(X.shape)
+    return _apply(X, packed, signs_first=True)
 
 
 def unrotate(Y, packed) -> np.ndarray:
     """Y Rᵀ for Y (..., n): the original weights from rotated ones."""
-    Y = np.asarray(Y)
-    n = Y.shape[-1]
-    out = np.array(Y.reshape(-1, n), dtype=np.float64 if Y.dtype == np.float64 else np.float32)
+    return _apply(Y, packed, signs_first=False)
+
+
+def _apply(X, packed, *, signs_first: bool) -> np.ndarray:
+    """R = D B and Rᵀ = B D (B symmetric): the same two steps in either order."""
+    X = np.asarray(X)
+    n = X.shape[-1]
+    out = np.array(X.reshape(-1, n), dtype=np.float64 if X.dtype == np.float64 else np.float32)
+    signs = _signs(packed, n)
+    if signs_first:
+        out *= signs
     fwht_rows(out, block_size(n))
-    out *= _signs(packed, n)
-    return out.reshape(Y.shape)
+    if not signs_first:
+        out *= signs
+    return out.reshape(X.shape)
 
 
 def rotate_hessian(H: np.ndarray, packed) -> np.ndarray:

@@ -82,11 +82,9 @@ class KMeansQuantizer(BaseQuantizer):
                                  rng_from(self.random_state))
         book = np.sort(res.centers.astype(cb_dtype))
         if self.entropy_lambda:
-            book, lengths, _ = ecsq.fit(x.astype(np.float64), w, book.astype(np.float64),
-                                        float(self.entropy_lambda))
+            book, self.code_lengths_, self.penalty_ = ecsq.fit(
+                x.astype(np.float64), w, book.astype(np.float64), float(self.entropy_lambda))
             book = book.astype(cb_dtype)
-            self.code_lengths_ = lengths
-            self.penalty_ = float(self.entropy_lambda) * float(np.average(x * x, weights=w))
         self.codebook_ = np.concatenate([np.zeros(1, cb_dtype), book]) if zero else book
         self.shape_ = W.shape
         self.n_weights_ = int(x.shape[0])
