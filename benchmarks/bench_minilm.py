@@ -95,6 +95,24 @@ ALLOCATED = {
     for b, word, spec in ((3.0, "rq 8x8x2", RQ2), (2.0, "pq 8x8", "method:pq,bits:8,block_size:8"))}
 ALLOCATED.update({f"{k}, hadamard": v + ["--hadamard"] for k, v in ALLOCATED.items()})
 
+# ... and the word table split by how often the held-out sentences look its rows up
+# (policy option hot_rows): the most used rows at k-means bits, the rest at PQ.
+WORD = "embeddings.word_embeddings.weight"
+
+
+def _hot(n, hot_bits, cold_block):
+    return ["--policy", f"{WORD}#cold=method:pq,bits:8,block_size:{cold_block}",
+            "--policy", f"{WORD}=method:kmeans,bits:{hot_bits},hot_rows:{n}"]
+
+
+CALIBRATED["calibrated kmeans 4, word hot 2000 kmeans 4 / pq 8x8"] = \
+    ["--method", "kmeans", "--bits", "4"] + _hot(2000, 4, 8)
+ALLOCATED.update({
+    f"allocated {b:g}, word hot {n} kmeans {hb} / pq 8x{cb}, hadamard":
+    ["--target-bpw", str(b), "--hadamard"] + _hot(n, hb, cb) +
+    [a for c in ALLOC_CANDIDATES for a in ("--candidate", c)]
+    for b, n, hb, cb in ((3.0, 4000, 5, 8), (2.0, 2000, 4, 8), (2.0, 2000, 4, 16))})
+
 FAISS = {  # name: (kind, block, bits per stage, stages), the code sizes of our PQ/RQ rows
     "faiss pq 8x8 (1 bit)": ("pq", 8, 8, 1),
     "faiss pq 4x8 (2 bits)": ("pq", 4, 8, 1),
@@ -333,9 +351,12 @@ def main():
             t0 = time.perf_counter()
             stats = minilm.calibration_stats(dense, minilm.corpus("heldout"), tokenizer=tok)
             vq.calibration.save(calib, stats)
-            print(f"- calibration: {len(stats)} matrices' XᵀX over "
+            n_xtx = sum(isinstance(v, vq.calibration.Stats) for v in stats.values())
+            seen = np.count_nonzero(stats[WORD].counts)
+            print(f"- calibration: {n_xtx} matrices' XᵀX over "
                   f"{stats['encoder.layer.0.attention.self.query.weight'].count:,} tokens of "
-                  f"the {len(minilm.corpus('heldout')):,} held-out sentences, "
+                  f"the {len(minilm.corpus('heldout')):,} held-out sentences ({seen:,} "
+                  f"distinct tokens counted for the word table's hot rows), "
                   f"{time.perf_counter() - t0:.0f} s\n", flush=True)
         if any(wanted(n) for n in ALLOCATED):
             t0 = time.perf_counter()

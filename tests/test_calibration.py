@@ -126,11 +126,12 @@ def test_recorder_collects_each_layers_inputs():
     wrapped = rec.wrap(layers)
     xs = [rng.standard_normal((2, 5, 4)).astype(np.float32) for _ in range(3)]
     for x in xs:
-        wrapped["emb"](np.arange(3))  # integer ids are not recorded
+        wrapped["emb"](np.arange(3))  # integer ids are counted, not added to XᵀX
         wrapped["l2"](np.maximum(wrapped["l1"](x), 0))
     X1 = np.concatenate([x.reshape(-1, 4) for x in xs]).astype(np.float64)
     X2 = np.maximum(X1 @ W1.T, 0)
-    assert set(rec.stats) == {"l1", "l2"}
+    assert set(rec.stats) == {"l1", "l2", "emb"}
+    np.testing.assert_array_equal(rec.stats["emb"].counts, [3, 3, 3])
     np.testing.assert_allclose(rec.stats["l1"].xtx, X1.T @ X1, rtol=1e-5)
     np.testing.assert_allclose(rec.stats["l2"].xtx, X2.T @ X2, rtol=1e-4)
     assert rec.stats["l1"].count == 30

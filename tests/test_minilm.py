@@ -123,9 +123,13 @@ def test_calibrated_tiny_bert_is_closer_than_data_free(tiny, rng):
     calib, held = _sentences(rng, 40), _sentences(rng, 30)
     stats = minilm.calibration_stats(enc, [""] * len(calib), tokenizer=lambda _: calib)
     linear = [n for n in minilm.layer_names(TINY) if "embeddings" not in n]
-    assert sorted(stats) == sorted(linear)
+    tables = [n for n in minilm.layer_names(TINY) if "embeddings" in n]
+    assert sorted(stats) == sorted(linear + tables)
     n_tokens = sum(len(s) for s in calib)
-    assert all(s.count == n_tokens for s in stats.values())
+    assert all(stats[n].count == n_tokens for n in linear)
+    # the word table's rows: how often each token id was looked up
+    word = stats["embeddings.word_embeddings.weight"]
+    np.testing.assert_array_equal(word.counts, np.bincount(np.concatenate(calib)))
     q = stats["encoder.layer.1.attention.self.query.weight"]
     np.testing.assert_array_equal(q.xtx, stats["encoder.layer.1.attention.self.value.weight"].xtx)
     ref = enc.embed_ids(*minilm.pad(held))

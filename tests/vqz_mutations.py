@@ -39,6 +39,9 @@ def base_files() -> list[bytes]:
         ({"w": W}, dict(method="kmeans", bits=4, prune=0.7, entropy="rans")),
         ({"w": W, "c": conv}, dict(method="kmeans", bits=3, hadamard=True)),
         ({"w": W}, dict(method="pq", bits=4, block_size=4, hadamard=True)),
+        ({"w": W}, dict(method="kmeans", bits=3, entropy="rans",
+                        policy=["w#cold=method:pq,bits:4,block_size:4", "w=hot_rows:6"],
+                        calibration={"w": vq.calibration.RowCounts(np.arange(24))})),
     ]
     out = []
     with tempfile.TemporaryDirectory() as tmp:

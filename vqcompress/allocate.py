@@ -127,7 +127,8 @@ def measure_sensitivity(weights: dict, loss, *, probe: str = "method:kmeans,bits
     out = {}
     for name in names:
         W = np.asarray(weights[name])
-        cal = {name: calibration[name]} if name in calibration else None
+        cal = {name: calibration[name]} if name in calibration and \
+            not isinstance(calibration[name], calib.RowCounts) else None  # counts: hot_rows
         t = compress({name: W}, policy=[f"{name}={probe}"], calibration=cal, **options)[name]
         stats = calib.as_stats(cal[name], name=name, in_features=W.shape[1]) if cal else None
         err = relative_error(W, t, stats)

@@ -8,6 +8,10 @@ statistics of a whole model in one .safetensors file for reuse (``--calibration 
 
 ``compress(..., calibration=...)`` takes, per tensor name, a ``Stats``, an activation
 matrix X (n × in_features) or a 1-D importance vector (in_features,).
+
+An embedding table sees ids, not activations: what matters there is how often each row is
+looked up.  ``RowCounts`` counts that; the policy option ``hot_rows:N`` stores the N most
+used rows and the rest with settings of their own (``vqcompress.pipeline``).
 """
 from __future__ import annotations
 
@@ -109,6 +113,46 @@ class Stats:
         return f"Stats({self.in_features} inputs, {kind}, {self.count} rows)"
 
 
+class RowCounts:
+    """How many times each row of a table (an embedding's ids) was looked up."""
+
+    def __init__(self, counts=None, *, name: str = "counts"):
+        if counts is None:
+            self.counts = np.zeros(0, dtype=np.int64)
+            return
+        arr = np.asarray(counts)
+        if arr.ndim != 1 or arr.dtype.kind not in "iu" or (arr.size and arr.min() < 0):
+            raise InputError(f"{name}: row counts are a 1-D array of non-negative integers, "
+                             f"got {arr.dtype} of shape {arr.shape}")
+        self.counts = arr.astype(np.int64)
+
+    def add(self, ids, *, name: str = "ids") -> RowCounts:
+        """Count every id of ``ids`` (any shape, non-negative integers)."""
+        ids = np.asarray(ids)
+        if ids.dtype.kind not in "iu":
+            raise InputError(f"{name}: ids dtype {ids.dtype} is not an integer type")
+        if ids.size == 0:
+            return self
+        if ids.min() < 0:
+            raise InputError(f"{name}: negative ids")
+        add = np.bincount(ids.reshape(-1), minlength=self.counts.size)
+        add[: self.counts.size] += self.counts
+        self.counts = add
+        return self
+
+    def for_rows(self, n_rows: int, *, name: str) -> np.ndarray:
+        """The counts of a table of ``n_rows`` rows (rows never seen: 0)."""
+        if self.counts.size > n_rows:
+            raise InputError(f"calibration for {name!r}: counts for {self.counts.size} rows, "
+                             f"but the tensor has {n_rows}")
+        out = np.zeros(n_rows, dtype=np.int64)
+        out[: self.counts.size] = self.counts
+        return out
+
+    def __repr__(self):
+        return f"RowCounts({self.counts.size} rows, {int(self.counts.sum())} lookups)"
+
+
 def as_stats(value, *, name: str, in_features: int) -> Stats:
     """A tensor's calibration as Stats: a Stats, activations X (n, in_features) or a 1-D
     importance vector (in_features,) (non-negative)."""
@@ -134,19 +178,22 @@ def as_stats(value, *, name: str, in_features: int) -> Stats:
 
 
 def save(path: str, stats: dict, *, force: bool = False) -> int:
-    """Write {tensor name: Stats} to a .safetensors file (atomically); returns its size."""
+    """Write {tensor name: Stats or RowCounts} to a .safetensors file (atomically);
+    returns its size."""
     from ._safetensors import write
 
     path = os.fspath(path)
     if not path.endswith(".safetensors"):
         raise InputError(f"{path}: calibration statistics are written as .safetensors")
-    meta = {name: {"count": s.count, "diagonal": s.diagonal} for name, s in stats.items()}
-    return write(path, {name: s.xtx for name, s in stats.items()},
-                 {"format": FORMAT, "stats": json.dumps(meta)}, force=force)
+    meta = {name: {"rows": True} if isinstance(s, RowCounts) else
+            {"count": s.count, "diagonal": s.diagonal} for name, s in stats.items()}
+    arrays = {name: s.counts if isinstance(s, RowCounts) else s.xtx
+              for name, s in stats.items()}
+    return write(path, arrays, {"format": FORMAT, "stats": json.dumps(meta)}, force=force)
 
 
 def load(path: str) -> dict:
-    """{tensor name: Stats} from a file written by ``save``, validated."""
+    """{tensor name: Stats or RowCounts} from a file written by ``save``, validated."""
     from .io import open_weights
 
     path = os.fspath(path)
@@ -160,6 +207,11 @@ def load(path: str) -> dict:
             raise ValueError("the tensors and their descriptions differ")
         out = {}
         for name in f:
+            if info[name].get("rows") is True:
+                if f[name].dtype != np.int64:
+                    raise ValueError(f"{name}: row counts must be int64")
+                out[name] = RowCounts(f[name], name=f"{path}: {name}")
+                continue
             xtx, count, diagonal = f[name], info[name]["count"], info[name]["diagonal"]
             if not isinstance(count, int) or isinstance(count, bool) or \
                     xtx.ndim != (1 if diagonal else 2) or xtx.dtype != np.float64:

@@ -2,8 +2,10 @@
 
 Parts are named ``<tensor>/<part>``: ``codes`` (the code stream, its entropy-coder table
 first; see ``coding.streams``), ``index`` (sparse tensors: the relative indices, coded the
-same way), ``codebook``, ``scales``, ``zero_points`` (bit-packed), or ``raw`` for tensors
-kept as they were.  ``__metadata__`` holds ``format`` ("vqz"), ``version`` and, as one JSON
+same way), ``codebook``, ``scales``, ``zero_points`` (bit-packed), ``signs`` (Hadamard
+rotation), or ``raw`` for tensors kept as they were.  A tensor stored by row groups
+(method ``rows``) has ``groups`` (each row's member, a 1-bit stream coded the same way)
+and its members' parts as ``<g>.<part>``; its record lists the members' records.  ``__metadata__`` holds ``format`` ("vqz"), ``version`` and, as one JSON
 string under ``vqz``, a record per tensor: method, shape, source dtype, the quantizer
 parameters decoding depends on, how each stream is coded, and one CRC-32 over the tensor's
 parts.  Everything else (the quantizer's learned layout) follows from the shape, so it is
@@ -52,6 +54,10 @@ def tensor_parts(t) -> dict:
     if t._parts is None:
         if t.method == "raw":
             t._parts = {"raw": t.raw}
+        elif t.method == "rows":
+            t._parts = {"groups": streams.encode_stream(t.groups, 1, t.coding)}
+            for g, m in enumerate(t.members):
+                t._parts.update({f"{g}.{k}": v for k, v in tensor_parts(m).items()})
         elif t.index_bits:
             n_bits = t.quantizer.n_bits
             entry, rel = sparse_encode(t.codes, t.index_bits)
@@ -77,7 +83,10 @@ def set_parts(t, code_stream: np.ndarray, index_stream: np.ndarray | None = None
 def tensor_record(t, parts: dict) -> dict:
     """The JSON record of one tensor in the file's metadata."""
     rec = {"method": t.method, "shape": list(t.shape), "dtype": t.dtype, "crc": crc32(parts)}
-    if t.method != "raw":
+    if t.method == "rows":
+        rec["coding"] = {"groups": t.coding}
+        rec["members"] = [tensor_record(m, tensor_parts(m)) for m in t.members]
+    elif t.method != "raw":
         meta, _ = t.quantizer.to_parts()
         if meta != t.quantizer.state_for_shape(t.shape):
             raise VQCompressError(f"tensor {t.name!r}: its quantizer was fitted on shape "
@@ -208,7 +217,45 @@ def read(path: str) -> dict:
 MAX_WEIGHTS_PER_FILE_BYTE = 1024
 
 
+def _rows_from_parts(rec, parts, shape, CompressedTensor, name, file_size):
+    """A tensor stored by row groups: each row's member, then the members themselves,
+    each holding exactly its rows."""
+    members = rec["members"]
+    if not isinstance(members, list) or len(members) != 2 or len(shape) < 1:
+        raise FormatError("row groups need two members and a tensor of rank >= 1")
+    if "groups" not in parts:
+        raise FormatError("row groups without their 'groups' part")
+    coding = rec["coding"]["groups"]
+    groups = streams.decode_stream(parts["groups"], 1, shape[0], coding).astype(np.uint8)
+    out, seen = [], {"groups"}
+    for g, mrec in enumerate(members):
+        prefix = f"{g}."
+        sub = {k[len(prefix):]: v for k, v in parts.items() if k.startswith(prefix)}
+        seen.update(prefix + k for k in sub)
+        m = _from_parts(mrec, sub, CompressedTensor, f"{name}#{g}", file_size, member=True)
+        rows = int(np.count_nonzero(groups == g))
+        if m.shape != (rows, *shape[1:]):
+            raise FormatError(f"member {g} has shape {m.shape}, but {rows} rows of shape "
+                              f"{shape[1:]} are stored in it")
+        out.append(m)
+    if seen != set(parts):
+        raise FormatError(f"parts {sorted(set(parts) - seen)} belong to no member")
+    info = {"groups": {"coding": coding, **streams.stats(groups, 1, parts["groups"])}}
+    if isinstance(rec.get("sqnr_db"), (int, float)):
+        info["sqnr_db"] = rec["sqnr_db"]
+    t = CompressedTensor(name, shape, rec["dtype"], "rows", coding=coding, groups=groups,
+                         members=out, info=info)
+    t._parts = parts  # exactly the file's parts
+    return t
+
+
 def _read_tensor(f, rec, entries, data_start, CompressedTensor, name, file_size):
+    parts = {part: st.read_array(f, entry, data_start) for part, entry in entries.items()}
+    return _from_parts(rec, parts, CompressedTensor, name, file_size)
+
+
+def _from_parts(rec, parts, CompressedTensor, name, file_size, *, member=False):
+    """The CompressedTensor of record ``rec`` from its parts, every one checked."""
     method = rec["method"]
     shape = tuple(rec["shape"])
     if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
@@ -216,9 +263,12 @@ def _read_tensor(f, rec, entries, data_start, CompressedTensor, name, file_size)
     if int(np.prod(shape, dtype=object)) > MAX_WEIGHTS_PER_FILE_BYTE * file_size:
         raise FormatError(f"shape {shape} claims more weights than a {file_size}-byte file "
                           f"can hold")
-    parts = {part: st.read_array(f, entry, data_start) for part, entry in entries.items()}
+    if method == "rows" and member:
+        raise FormatError("a row group's member cannot itself be split by rows")
     if crc32(parts) != rec["crc"]:
         raise FormatError("checksum mismatch")
+    if method == "rows":
+        return _rows_from_parts(rec, parts, shape, CompressedTensor, name, file_size)
     if method == "raw":
         if set(parts) != {"raw"}:
             raise FormatError(f"parts {sorted(parts)} instead of ['raw']")

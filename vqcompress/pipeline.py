@@ -44,6 +44,8 @@ class CompressedTensor:
     index_bits: int | None = None  # set: sparse storage with relative indices of this width
     index_coding: str = "none"   # how the relative-index stream is stored
     signs: np.ndarray | None = None  # set: the codes hold W R (vqcompress.rotation)
+    groups: np.ndarray | None = None  # method 'rows': the member each row is stored in
+    members: list | None = None       # method 'rows': CompressedTensors of those rows
     info: dict = field(default_factory=dict)
     _parts: dict | None = field(default=None, init=False, repr=False)  # cache of the parts
 
@@ -67,6 +69,11 @@ class CompressedTensor:
         values; ``save_weights(..., bf16=...)`` writes them back as bfloat16)."""
         if self.method == "raw":
             return bf16_to_f32(self.raw) if self.dtype == "bfloat16" else self.raw
+        if self.method == "rows":
+            dense = np.empty(self.shape, dtype=np.float32)
+            for g, m in enumerate(self.members):
+                dense[self.groups == g] = m.decompress()
+            return dense.astype(self.dtype) if self.dtype in ("float16", "float64") else dense
         dense = self.quantizer.decode(self.codes)
         if self.signs is not None:
             dense = rotation.unrotate(dense.reshape(self.shape[0], -1), self.signs)
@@ -122,6 +129,9 @@ class CompressedTensor:
                                  f"{list(streams.CODINGS)}, got {value!r}")
         if self.method == "raw":
             return
+        if self.method == "rows":
+            for m in self.members:
+                m.set_coding(codes, index)
         self.coding = codes
         if self.index_bits and index is not None:
             self.index_coding = index
@@ -258,6 +268,8 @@ class CompressedModel:
 def _setting(t) -> str | None:
     """A tensor's setting in short: kmeans 4, pq 8x2 (bits x block), rq 8x8x2 (bits x block
     x stages), uniform 4; '+h' when its inputs are rotated."""
+    if t.method == "rows":
+        return " | ".join(_setting(m) or m.method for m in t.members)
     q = t.quantizer
     if q is None:
         return None
@@ -342,7 +354,10 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
         (n, in_features) or a 1-D importance vector; or the path of a file written by
         ``calibration.save``.  Those 2-D tensors are quantized for the error of their
         output on such inputs (see ``vqcompress.output_aware``; methods kmeans, pq and rq,
-        no pruning); the policy option ``calibrate:false`` opts a tensor out.
+        no pruning); the policy option ``calibrate:false`` opts a tensor out.  A table's
+        ``calibration.RowCounts`` (how often each row was looked up) serve the policy
+        option ``hot_rows:N``: the N most used rows and the others are stored with
+        settings of their own (see ``vqcompress.policy``); without it they are unused.
     target_bits_per_weight : float, optional
         A budget for the whole file (its bytes × 8 / all values).  Every eligible tensor no
         policy rule names is compressed with each of ``candidates`` and the combination
@@ -377,6 +392,12 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
         source_bytes = sum(np.asarray(v).nbytes for v in src.values())
     plans = {name: plan_for(name, rules, defaults) for name in src}
     for name, opts in plans.items():
+        if opts.get("hot_rows") is not None and not opts.get("skip"):
+            check_int(opts["hot_rows"], name=f"tensor {name!r}: hot_rows", low=1)
+            cold = plan_for(f"{name}#cold", rules, defaults)
+            cold.pop("hot_rows", None)
+            _check_options(f"{name}#cold", cold)
+            opts["cold"] = cold
         _check_options(name, opts)
     stats = _calibration_for(calibration, src, path, plans)
     if target_bits_per_weight is not None:
@@ -420,8 +441,9 @@ def _allocated(src, path, plans, stats, target, candidates, sensitivity, executo
     specs = [c if isinstance(c, str) else ",".join(f"{k}:{v}" for k, v in c.items())
              for c in (candidates or allocate.DEFAULT_CANDIDATES)]
     overlays = [parse_spec(c, where=f"candidate {c!r}") for c in specs]
-    if not overlays or any(o.get("skip") for o in overlays):
-        raise InputError("candidates: give at least one spec, and no 'skip'")
+    if not overlays or any(o.get("skip") or "hot_rows" in o for o in overlays):
+        raise InputError("candidates: give at least one spec, and no 'skip' or 'hot_rows' "
+                         "(a policy rule splits a table)")
     unknown = set(sensitivity) - set(plans)
     if unknown:
         raise InputError(f"sensitivity names tensors not in the weights: {sorted(unknown)[:4]}")
@@ -503,8 +525,8 @@ def _calibration_for(calibration, src, path, plans) -> dict:
     """{name: Stats} for the tensors that will be quantized output-aware, validated
     against the tensors' shapes and options before any work starts."""
     if calibration is None:
-        return {}
-    if isinstance(calibration, (str, os.PathLike)):
+        calibration = {}
+    elif isinstance(calibration, (str, os.PathLike)):
         calibration = calib.load(calibration)
     out = {}
     for name, value in calibration.items():
@@ -514,6 +536,10 @@ def _calibration_for(calibration, src, path, plans) -> dict:
         if o.get("skip") or not o.get("calibrate", True):
             continue
         shape = tuple(src.shape(name)) if path else np.shape(src[name])
+        if isinstance(value, calib.RowCounts):
+            if o.get("hot_rows") is not None:
+                out[name] = value.for_rows(shape[0] if shape else 0, name=name)
+            continue
         if len(shape) != 2:
             raise InputError(f"tensor {name!r}: calibration needs a 2-D weight, not {shape}")
         if not _calibrates(o):
@@ -525,6 +551,11 @@ def _calibration_for(calibration, src, path, plans) -> dict:
                           f"without calibration", stacklevel=3)
             continue
         out[name] = stats
+    missing = [n for n, o in plans.items()
+               if o.get("hot_rows") is not None and not o.get("skip") and n not in out]
+    if missing:
+        raise InputError(f"tensor {missing[0]!r}: hot_rows needs the table's row counts "
+                         f"(calibration.RowCounts, which nn.Recorder records from ids)")
     return out
 
 
@@ -585,6 +616,8 @@ def _compress_one(name, src, path, arr, o, stats=None) -> CompressedTensor:
     if reason:
         raw.info["raw_reason"] = reason
         return raw
+    if o.get("hot_rows") is not None:
+        return _row_groups(name, arr, o, stats, raw)
     W = arr.astype(np.float32)
     sparse = o["prune"] is not None
     q = _quantizer(o, sparse)
@@ -622,6 +655,30 @@ def _compress_one(name, src, path, arr, o, stats=None) -> CompressedTensor:
         t.info["calibration"] = calibrated
     t.info["sparsity"] = round(float(np.mean(codes == 0)), 6) if sparse else None
     if t.nbytes < raw.nbytes or sparse:
+        return t
+    raw.info["raw_reason"] = "no gain"
+    return raw
+
+
+def _row_groups(name, arr, o, counts, raw) -> CompressedTensor:
+    """Tensor ``name`` stored in two members: its ``o['hot_rows']`` most used rows (by
+    ``counts``; ties go to the lower row) with options ``o``, the others with
+    ``o['cold']``.  One bit per row, entropy coded, says which member holds it."""
+    hot = {k: v for k, v in o.items() if k not in ("hot_rows", "cold")}
+    n = arr.shape[0]
+    if o["hot_rows"] >= n:
+        return _compress_one(name, {}, None, arr, hot)
+    groups = np.ones(n, dtype=np.uint8)
+    groups[np.argsort(-counts, kind="stable")[: o["hot_rows"]]] = 0
+    members = [_compress_one(f"{name}#{part}", {}, None, np.ascontiguousarray(arr[groups == g]),
+                             opts) for g, (part, opts) in enumerate((("hot", hot),
+                                                                      ("cold", o["cold"])))]
+    coding, stream = streams.choose(groups, 1, o["entropy"])
+    t = CompressedTensor(name, tuple(arr.shape), raw.dtype, "rows", coding=coding,
+                         groups=groups, members=members)
+    t.info["groups"] = {"coding": coding, **streams.stats(groups, 1, stream)}
+    t.info["sqnr_db"] = _sqnr_db(arr, t.decompress())
+    if t.nbytes < raw.nbytes:
         return t
     raw.info["raw_reason"] = "no gain"
     return raw

@@ -9,6 +9,13 @@ decides its options, on top of the defaults given to ``compress``.  A spec is ``
     encoder.layer.*.weight=method:pq,bits:8,block_size:8
     *.dense.weight=prune:0.5,bits:5
     *.bias=method:kmeans,bits:6,min_elements:0     (vectors are quantized only by a rule)
+
+``hot_rows:N`` splits a table by its calibration row counts (``calibration.RowCounts``):
+its N most used rows take the rule's settings, the others those of the first rule that
+matches the name with ``#cold`` appended, so that rule must come first::
+
+    *word_embeddings*#cold=method:pq,bits:8,block_size:8
+    *word_embeddings*=method:kmeans,bits:4,hot_rows:2000
 """
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ _bool.__name__ = "bool"
 OPTIONS = {"method": str, "bits": int, "block_size": int, "stages": int, "beam_size": int,
            "group_size": str, "symmetric": _bool, "codebook_dtype": str, "init": str, "entropy": str, "prune": float,
            "index_bits": int, "min_elements": int, "calibrate": _bool,
-           "hadamard": _bool, "entropy_lambda": float}
+           "hadamard": _bool, "entropy_lambda": float, "hot_rows": int}
 SKIP = {"skip": True}
 
 

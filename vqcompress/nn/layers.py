@@ -9,6 +9,8 @@
 - pruned sparse codes: per output row, a gather over its nonzero entries (pruned weights
   are absent, so a NaN input reaches only the rows that keep a weight on it, where a
   dense product would multiply it by zero and spread it to every row);
+- a tensor stored by row groups (``hot_rows``): one layer per member, each computing
+  its own output rows;
 - for large batches (from ``crossover`` rows of input on) the lookup loses to BLAS: the
   layer then decodes ``tile_rows`` rows of W at a time into one reusable buffer and
   multiplies with BLAS, never holding the whole dense matrix.
@@ -25,7 +27,8 @@ from ..errors import InputError
 # benchmarks/lut_bench.py measured tiled beating lookup on most shapes (pq 16, rq 8,
 # kmeans 1-4; see docs/benchmarks.md).  Sparse layers keep their gather, whose work
 # scales with the kept weights (their tile decoding is a Python loop; not measured).
-CROSSOVER = {"pq": 16, "rq": 8, "kmeans": 2, "sparse": 1 << 30, "uniform": 1, "raw": 1}
+CROSSOVER = {"pq": 16, "rq": 8, "kmeans": 2, "sparse": 1 << 30, "uniform": 1, "raw": 1,
+             "rows": 1 << 30}  # rows: each member follows its own kind's
 TILE_ROWS = 256
 # Below this many multiply-or-gathers a call runs the serial kernels: starting Numba's
 # thread pool costs more than the work (the results are the same either way).
@@ -72,7 +75,18 @@ class LUTLinear:
         self.quantizer = tensor.quantizer
         self.signs = tensor.signs  # Hadamard rotation of the inputs (vqcompress.rotation)
         self._tile = None  # the one reusable decode buffer, made on first use
-        if self.kind == "raw":
+        if self.kind == "rows":
+            self.members = [LUTLinear(m, crossover=crossover, tile_rows=tile_rows)
+                            for m in tensor.members]
+            self.groups = tensor.groups
+            # row -> its index inside its member
+            self.local = np.empty(self.out_features, dtype=np.int32)
+            self.member_rows = []
+            for g in range(len(self.members)):
+                rows = np.flatnonzero(self.groups == g).astype(np.int32)
+                self.local[rows] = np.arange(rows.size, dtype=np.int32)
+                self.member_rows.append(rows)
+        elif self.kind == "raw":
             self.weight = np.ascontiguousarray(tensor.decompress(), dtype=np.float32)
         elif self.kind in ("pq", "rq"):
             q = self.quantizer
@@ -107,6 +121,9 @@ class LUTLinear:
                   ("weight", "codes", "books", "books_t", "codebook", "row_ptr", "cols",
                    "bias", "signs", "_tile")]
         total = sum(a.nbytes for a in arrays if a is not None)
+        if self.kind == "rows":
+            total += sum(m.nbytes for m in self.members) + self.groups.nbytes + \
+                self.local.nbytes + sum(r.nbytes for r in self.member_rows)
         if self.quantizer is not None and self.kind == "uniform":
             total += sum(v.nbytes for v in self.quantizer.to_parts()[1].values())
         return int(total)
@@ -122,6 +139,10 @@ class LUTLinear:
             x2 = rotation.rotate(x2, self.signs)
         if self.kind == "raw":
             y = x2 @ self.weight.T
+        elif self.kind == "rows":
+            y = np.empty((x2.shape[0], self.out_features), dtype=np.float32)
+            for m, rows in zip(self.members, self.member_rows):
+                y[:, rows] = m(x2)
         elif x2.shape[0] >= self.crossover:
             y = self._tiled(x2)
         else:
@@ -183,8 +204,14 @@ class LUTLinear:
 
     def _decode_rows(self, rows) -> np.ndarray:
         """Rows of W itself (rotated back when the codes hold W R)."""
-        n = len(np.arange(self.out_features)[rows])
-        out = np.empty((n, self.in_features), dtype=np.float32)
+        idx = np.arange(self.out_features)[rows]
+        out = np.empty((idx.size, self.in_features), dtype=np.float32)
+        if self.kind == "rows":
+            for g, m in enumerate(self.members):
+                sel = self.groups[idx] == g
+                if sel.any():
+                    out[sel] = m._decode_rows(self.local[idx[sel]])
+            return out
         self._decode_into(rows, out)
         return out if self.signs is None else rotation.unrotate(out, self.signs)
 

@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..calibration import Stats
+from ..calibration import RowCounts, Stats
 
 
 class Recorder:
     """Accumulates XᵀX (float64) of the inputs each wrapped layer sees.
 
     ``recorder.wrap(layers)`` returns the same {name: layer} mapping with every layer
-    wrapped: a call records its floating-point input and then runs the layer unchanged
-    (integer inputs, an embedding's ids, pass through unrecorded).  Memory is one
-    in_features² float64 matrix per recorded layer (``diagonal=True``: one vector).
+    wrapped: a call records its input and then runs the layer unchanged.  Floating-point
+    inputs add to the layer's XᵀX; integer inputs (an embedding's ids) to its
+    ``RowCounts``.  Memory is one in_features² float64 matrix per recorded layer
+    (``diagonal=True``: one vector), or one count per row.
     ``recorder.stats`` is then what ``compress(..., calibration=...)`` and
     ``calibration.save`` take.  Padding rows are recorded like any other: run unpadded
     batches (batch size 1 for variable-length text) when padding should not count.
@@ -20,13 +21,16 @@ class Recorder:
 
     def __init__(self, *, diagonal: bool = False):
         self.diagonal = bool(diagonal)
-        self.stats: dict[str, Stats] = {}
+        self.stats: dict[str, Stats | RowCounts] = {}
 
     def wrap(self, layers: dict) -> dict:
         return {name: _Recording(self, name, layer) for name, layer in layers.items()}
 
     def record(self, name: str, x) -> None:
         x = np.asarray(x)
+        if x.dtype.kind in "iu":
+            self.stats.setdefault(name, RowCounts()).add(x, name=f"ids of {name!r}")
+            return
         if x.dtype.kind != "f" or x.ndim == 0:
             return
         if name not in self.stats:
