@@ -166,3 +166,16 @@ def test_reader_rejects_inconsistent_row_groups():
     for r, p, match in bad:
         with pytest.raises(FormatError, match=match):
             load(r, p)
+
+
+def test_cli_hot_rows_from_a_calibration_file(tmp_path):
+    from vqcompress.cli import main
+
+    W, counts = table(), zipf_counts()
+    src, cal, out = (str(tmp_path / n) for n in ("w.safetensors", "c.safetensors", "m.vqz"))
+    vq.io.save_weights(src, {"t.weight": W})
+    calibration.save(cal, {"t.weight": counts})
+    assert main(["compress", src, out, "--calibration", cal, "--policy", COLD,
+                 "--policy", HOT, "--json"]) == 0
+    np.testing.assert_array_equal(vq.load(out)["t.weight"].decompress(),
+                                  _compressed(W, counts)["t.weight"].decompress())
