@@ -7,75 +7,51 @@ Numba's thread pool costs tens of microseconds, more than a small layer's whole 
 import numpy as np
 from numba import njit, prange
 
+from .simd import LANES, gather_add
+
 ROW_CHUNK = 64
 
 
-@njit(cache=True)
-def build_tables(x, books_t, block, out):  # pragma: no cover - compiled
-    """out[b, j, s, k] = x[b, j*block : (j+1)*block] . codeword k (partial dot products).
-
-    x : (B, n_in) float32 (the last block zero-padded implicitly); books_t : (n_books,
-    block, K) float32, the codebooks transposed so the inner loop runs over contiguous
-    codewords, with n_books = 1 (PQ, shared), n_blocks (PQ, per block) or n_stages (RQ);
-    out : (B, n_blocks, n_stages, K) float32 with n_stages = 1 unless RQ.
-    """
-    B, n_in = x.shape
-    _, nb, M, K = out.shape
-    per_block = books_t.shape[0] == nb and M == 1 and nb > 1
-    for b in range(B):
-        for j in range(nb):
-            for s in range(M):
-                book = j if per_block else s
-                row = out[b, j, s]
-                row[:] = 0.0
-                for t in range(block):
-                    i = j * block + t
-                    if i < n_in:
-                        xv = x[b, i]
-                        col = books_t[book, t]
-                        for k in range(K):
-                            row[k] += xv * col[k]
-
-
 @njit(cache=True, inline="never")
-def _gather_rows(tables, codes, out, r0, r1):  # pragma: no cover - compiled
-    """out[b, o] = sum_p tables[b, p*K + codes[o, p]] for rows o in [r0, r1).
-    tables : (B, P*K) float32; codes : (rows, P) uint8/uint16.  Four interleaved partial
-    sums break the add-latency chain; the order is fixed, whatever the chunking."""
+def _gather_blocks(tables, codes, out, r0, r1, chunk):  # pragma: no cover - compiled
+    """out[b, LANES*r + l] = sum over p of tables[b, p*K + codes[r, p, l]] for the row
+    blocks r in [r0, r1).  The positions are taken ``chunk`` at a time over all those rows,
+    so that the tables in use stay in L1; each sum still runs over p in order, whatever
+    ``chunk`` and the thread count."""
     B, PK = tables.shape
     P = codes.shape[1]
     K = PK // P
-    P4 = (P // 4) * 4
-    for o in range(r0, r1):
+    for r in range(r0, r1):
         for b in range(B):
-            a0 = np.float32(0.0)
-            a1 = np.float32(0.0)
-            a2 = np.float32(0.0)
-            a3 = np.float32(0.0)
-            for p in range(0, P4, 4):
-                a0 += tables[b, p * K + codes[o, p]]
-                a1 += tables[b, (p + 1) * K + codes[o, p + 1]]
-                a2 += tables[b, (p + 2) * K + codes[o, p + 2]]
-                a3 += tables[b, (p + 3) * K + codes[o, p + 3]]
-            for p in range(P4, P):
-                a0 += tables[b, p * K + codes[o, p]]
-            out[b, o] = (a0 + a1) + (a2 + a3)
+            out[b, r * LANES:(r + 1) * LANES] = 0.0
+    for p0 in range(0, P, chunk):
+        p1 = min(P, p0 + chunk)
+        for r in range(r0, r1):
+            for b in range(B):
+                acc = out[b, r * LANES:(r + 1) * LANES]
+                t = tables[b]
+                for p in range(p0, p1):
+                    gather_add(acc, t[p * K:], codes[r, p])
 
 
 @njit(cache=True)
-def gather(tables, codes, out):  # pragma: no cover - compiled
+def gather(tables, codes, out, chunk):  # pragma: no cover - compiled
     """Serial twin of gather_parallel."""
-    _gather_rows(tables, codes, out, 0, codes.shape[0])
+    _gather_blocks(tables, codes, out, 0, codes.shape[0], chunk)
 
 
 @njit(parallel=True, cache=True)
-def gather_parallel(tables, codes, out):  # pragma: no cover - compiled
-    """out[b, o] = sum over code positions p of tables[b, p*K + codes[o, p]], rows in
-    parallel chunks.  tables : (B, P*K) float32; codes : (rows, P); out : (B, rows)."""
-    rows = codes.shape[0]
-    n_chunks = (rows + ROW_CHUNK - 1) // ROW_CHUNK
-    for c in prange(n_chunks):
-        _gather_rows(tables, codes, out, c * ROW_CHUNK, min(rows, (c + 1) * ROW_CHUNK))
+def gather_parallel(tables, codes, out, chunk):  # pragma: no cover - compiled
+    """Product/residual codes: out[b, o] = sum over code positions p of
+    tables[b, p*K + code of row o at p], row blocks in parallel tasks.
+
+    tables : (B, P*K) float32, the partial dot products; codes : (n_row_blocks, P, LANES)
+    uint8/uint16, the codes of rows LANES*r .. LANES*r + LANES-1 side by side (rows
+    padded to a multiple of LANES); out : (B, n_row_blocks * LANES) float32."""
+    nr = codes.shape[0]
+    step = ROW_CHUNK // LANES
+    for c in prange((nr + step - 1) // step):
+        _gather_blocks(tables, codes, out, c * step, min(nr, (c + 1) * step), chunk)
 
 
 @njit(cache=True, inline="never")
@@ -140,34 +116,40 @@ def sparse_gather_parallel(x, row_ptr, cols, codes, codebook, out):  # pragma: n
 
 
 @njit(parallel=True, cache=True)
-def decode_block_rows(codes, books, n_in, out):  # pragma: no cover - compiled
-    """Dense rows from PQ/RQ codes into a caller buffer: out[o, j*d:(j+1)*d] = sum over
-    stages of books[s or j, codes[o, j, s]] (cropped to n_in).  codes : (r, nb, M);
-    books : (n_books, K, d); out : (r, n_in) float32."""
-    r, nb, M = codes.shape
+def decode_block_rows(codes, books, rows, n_in, out):  # pragma: no cover - compiled
+    """Dense rows from PQ/RQ codes into a caller buffer: out[i, j*d:(j+1)*d] = sum over
+    stages s of books[s or j, code of row rows[i] at position j*M + s] (cropped to n_in).
+    codes : (n_row_blocks, nb*M, LANES) as gather_parallel takes them; books : (n_books,
+    K, d); rows : (r,) int64; out : (r, n_in) float32."""
     d = books.shape[2]
+    nb = (n_in + d - 1) // d
+    M = codes.shape[1] // nb
     per_block = books.shape[0] == nb and M == 1 and nb > 1
     full = n_in // d  # blocks that need no cropping
     if M == 1 and not per_block:  # the common case: one shared codebook, plain copies
         book = books[0]
-        for o in prange(r):
+        for i in prange(rows.shape[0]):
+            rb = rows[i] // LANES
+            lane = rows[i] % LANES
             for j in range(full):
-                c = codes[o, j, 0]
+                c = codes[rb, j, lane]
                 base = j * d
                 for t in range(d):
-                    out[o, base + t] = book[c, t]
+                    out[i, base + t] = book[c, t]
             for j in range(full, nb):
-                c = codes[o, j, 0]
+                c = codes[rb, j, lane]
                 for t in range(n_in - j * d):
-                    out[o, j * d + t] = book[c, t]
+                    out[i, j * d + t] = book[c, t]
         return
-    for o in prange(r):
+    for i in prange(rows.shape[0]):
+        rb = rows[i] // LANES
+        lane = rows[i] % LANES
         for j in range(nb):
             for t in range(min(d, n_in - j * d)):
                 v = np.float32(0.0)
                 for s in range(M):
-                    v += books[j if per_block else s, codes[o, j, s], t]
-                out[o, j * d + t] = v
+                    v += books[j if per_block else s, codes[rb, j * M + s, lane], t]
+                out[i, j * d + t] = v
 
 
 @njit(parallel=True, cache=True)

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import rotation
 from .._kernels import lut
+from .._kernels.simd import LANES
 from ..errors import InputError
 
 # Batch size from which the tiled BLAS path is used, per kind: the batch at which
@@ -33,6 +34,19 @@ TILE_ROWS = 256
 # Below this many multiply-or-gathers a call runs the serial kernels: starting Numba's
 # thread pool costs more than the work (the results are the same either way).
 PARALLEL_WORK = 1 << 18
+# The lookup takes as many code positions at a time as keep their tables within this many
+# bytes (half of a 48 KiB L1 data cache), over all rows, before moving on.
+L1_TABLE_BYTES = 24 * 1024
+
+
+def _interleave(codes: np.ndarray) -> np.ndarray:
+    """(rows, P) codes -> (ceil(rows / LANES), P, LANES): the codes of LANES consecutive
+    rows side by side, as the vector gather reads them (extra rows get code 0)."""
+    rows, P = codes.shape
+    nr = -(-rows // LANES)
+    out = np.zeros((nr * LANES, P), dtype=codes.dtype)
+    out[:rows] = codes
+    return np.ascontiguousarray(out.reshape(nr, LANES, P).transpose(0, 2, 1))
 
 
 def _as_input(x, n_in: int, name: str) -> tuple[np.ndarray, tuple]:
@@ -90,12 +104,18 @@ class LUTLinear:
             self.weight = np.ascontiguousarray(tensor.decompress(), dtype=np.float32)
         elif self.kind in ("pq", "rq"):
             q = self.quantizer
-            self.codes = np.ascontiguousarray(
-                tensor.codes.reshape(self.out_features, q.n_blocks_, -1))
+            self.codes = _interleave(tensor.codes.reshape(self.out_features, -1))
             self.books = np.ascontiguousarray(q.codebooks_, dtype=np.float32)
-            # transposed twin for the table builder (inner loop over contiguous codewords);
-            # codebooks are small, so holding both costs little and is counted in nbytes
-            self.books_t = np.ascontiguousarray(np.transpose(self.books, (0, 2, 1)))
+            n_books, K, d = self.books.shape
+            self.n_blocks = q.n_blocks_
+            self.per_block = n_books == self.n_blocks and self.codes.shape[1] == self.n_blocks \
+                and self.n_blocks > 1
+            # the codebooks laid out for the table product (codebooks are small, so holding
+            # this twin costs little; it is counted in nbytes): one (d, M*K) matrix when
+            # the blocks share their codebooks, else one (d, K) matrix per block
+            self.books_t = np.ascontiguousarray(
+                np.transpose(self.books, (0, 2, 1)) if self.per_block
+                else np.transpose(self.books, (2, 0, 1)).reshape(d, n_books * K))
         elif self.kind == "kmeans":
             self.codes = np.ascontiguousarray(tensor.codes.reshape(self.out_features, -1))
             self.codebook = np.ascontiguousarray(self.quantizer.codebook_, dtype=np.float32)
@@ -157,13 +177,12 @@ class LUTLinear:
         work = B * self.codes.size
         par = work >= PARALLEL_WORK
         if self.kind in ("pq", "rq"):
-            q = self.quantizer
-            M = self.codes.shape[2]
+            tables = self._tables(x2)
             K = self.books.shape[1]
-            tables = np.empty((B, q.n_blocks_, M, K), dtype=np.float32)
-            lut.build_tables(x2, self.books_t, q.block_size, tables)
-            (lut.gather_parallel if par else lut.gather)(
-                tables.reshape(B, -1), self.codes.reshape(self.out_features, -1), out)
+            chunk = max(1, L1_TABLE_BYTES // (B * K * 4))
+            padded = np.empty((B, self.codes.shape[0] * LANES), dtype=np.float32)
+            (lut.gather_parallel if par else lut.gather)(tables, self.codes, padded, chunk)
+            return padded[:, :self.out_features]
         elif self.kind == "kmeans":
             (lut.scalar_bins_parallel if par else lut.scalar_bins)(
                 x2, self.codes, self.codebook, out)
@@ -173,6 +192,19 @@ class LUTLinear:
         else:
             return self._tiled(x2)
         return out
+
+    def _tables(self, x2) -> np.ndarray:
+        """(B, n_blocks * M * K) partial dot products of each input block with every
+        codeword, as one BLAS product (a batch of them for per-block codebooks)."""
+        B = x2.shape[0]
+        d = self.books.shape[2]
+        nb = self.n_blocks
+        if x2.shape[1] != nb * d:  # the last block is zero-padded, as at compression
+            x2 = np.concatenate([x2, np.zeros((B, nb * d - x2.shape[1]), np.float32)], axis=1)
+        if self.per_block:
+            t = np.matmul(x2.reshape(B, nb, d).transpose(1, 0, 2), self.books_t)
+            return np.ascontiguousarray(t.transpose(1, 0, 2)).reshape(B, -1)
+        return (x2.reshape(B * nb, d) @ self.books_t).reshape(B, -1)
 
     def _tiled(self, x2):
         out = np.empty((x2.shape[0], self.out_features), dtype=np.float32)
@@ -189,7 +221,8 @@ class LUTLinear:
     def _decode_into(self, rows, out) -> None:
         """Dense rows ``rows`` (a slice or index array) of W into ``out`` (n, in_features)."""
         if self.kind in ("pq", "rq"):
-            lut.decode_block_rows(self.codes[rows], self.books, self.in_features, out)
+            idx = np.arange(self.out_features, dtype=np.int64)[rows]
+            lut.decode_block_rows(self.codes, self.books, idx, self.in_features, out)
         elif self.kind == "kmeans":
             lut.decode_scalar_rows(self.codes[rows], self.codebook, out)
         elif self.kind == "raw":
