@@ -71,6 +71,29 @@ def test_dense_weight_is_the_decompressed_weight(tmp_path):
                                   vq.load(p).decompress()["a.weight"])
 
 
+@pytest.mark.parametrize("quantizer", [
+    vq.ProductQuantizer(8, 5, random_state=0),
+    vq.ProductQuantizer(8, 5, codebook_per_block=True, random_state=0),
+    vq.ProductQuantizer(4, 5, codebook_per_block=True, random_state=0),
+    vq.ResidualQuantizer(8, 4, n_stages=3, random_state=0),
+], ids=["pq8", "pq8-per-block", "pq4-per-block", "rq8x3"])
+@pytest.mark.parametrize("n_in", [40, 43])
+def test_decoded_rows_are_the_quantizers_decode(quantizer, n_in, monkeypatch):
+    """The layer's row decoder (tiled path, dense_weight), serial and parallel, against the
+    quantizer's own decode, for shared and per-block codebooks, whole and cropped last
+    blocks, residual stages; and the lookup path against that independent decode."""
+    w = np.random.default_rng(n_in).normal(size=(50, n_in)).astype(np.float32)
+    codes = quantizer.fit_encode(w)
+    t = vq.CompressedTensor.from_codes("w", quantizer, codes)
+    layer = nn.LUTLinear(t)
+    want = quantizer.decode(codes)
+    np.testing.assert_array_equal(layer.dense_weight(), want)
+    monkeypatch.setattr(nn.layers, "PARALLEL_WORK", 1)
+    np.testing.assert_array_equal(layer.dense_weight(), want)
+    x = np.random.default_rng(1).normal(size=(3, n_in)).astype(np.float32)
+    assert _rel(layer(x), x.astype(np.float64) @ want.T.astype(np.float64)) < 1e-5
+
+
 @pytest.mark.parametrize("key", ["pq", "rq", "kmeans", "sparse"])
 def test_mlp_from_vqz_predicts_like_the_dense_model(tmp_path, key):
     p = tmp_path / "mlp.vqz"

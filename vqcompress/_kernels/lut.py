@@ -115,45 +115,79 @@ def sparse_gather_parallel(x, row_ptr, cols, codes, codebook, out):  # pragma: n
                      min(rows, (c + 1) * ROW_CHUNK))
 
 
-@njit(parallel=True, cache=True)
-def decode_block_rows(codes, books, rows, n_in, out):  # pragma: no cover - compiled
-    """Dense rows from PQ/RQ codes into a caller buffer: out[i, j*d:(j+1)*d] = sum over
-    stages s of books[s or j, code of row rows[i] at position j*M + s] (cropped to n_in).
-    codes : (n_row_blocks, nb*M, LANES) as gather_parallel takes them; books : (n_books,
-    K, d); rows : (r,) int64; out : (r, n_in) float32."""
+@njit(cache=True, inline="never")
+def _decode_blocks(codes, books, rows, n_in, out, i0, i1):  # pragma: no cover - compiled
     d = books.shape[2]
     nb = (n_in + d - 1) // d
     M = codes.shape[1] // nb
     per_block = books.shape[0] == nb and M == 1 and nb > 1
-    full = n_in // d  # blocks that need no cropping
-    if M == 1 and not per_block:  # the common case: one shared codebook, plain copies
-        book = books[0]
-        for i in prange(rows.shape[0]):
-            rb = rows[i] // LANES
-            lane = rows[i] % LANES
-            for j in range(full):
-                c = codes[rb, j, lane]
-                base = j * d
-                for t in range(d):
-                    out[i, base + t] = book[c, t]
-            for j in range(full, nb):
-                c = codes[rb, j, lane]
-                for t in range(n_in - j * d):
-                    out[i, j * d + t] = book[c, t]
-        return
-    for i in prange(rows.shape[0]):
+    # The common case, d = 8 with one stage, copies a codeword as eight loads then eight
+    # stores: LLVM cannot prove out and books apart, so the plain loop stores after every
+    # load; written this way the copy is one vector move, 5x faster (benchmarks/lut_bench).
+    full = n_in // 8 if d == 8 and M == 1 else 0
+    for i in range(i0, i1):
         rb = rows[i] // LANES
         lane = rows[i] % LANES
-        for j in range(nb):
-            for t in range(min(d, n_in - j * d)):
-                v = np.float32(0.0)
-                for s in range(M):
-                    v += books[j if per_block else s, codes[rb, j * M + s, lane], t]
-                out[i, j * d + t] = v
+        for j in range(full):
+            c = codes[rb, j, lane]
+            bk = j if per_block else 0
+            v0 = books[bk, c, 0]
+            v1 = books[bk, c, 1]
+            v2 = books[bk, c, 2]
+            v3 = books[bk, c, 3]
+            v4 = books[bk, c, 4]
+            v5 = books[bk, c, 5]
+            v6 = books[bk, c, 6]
+            v7 = books[bk, c, 7]
+            b = j * 8
+            out[i, b] = v0
+            out[i, b + 1] = v1
+            out[i, b + 2] = v2
+            out[i, b + 3] = v3
+            out[i, b + 4] = v4
+            out[i, b + 5] = v5
+            out[i, b + 6] = v6
+            out[i, b + 7] = v7
+        for j in range(full, nb):
+            w = min(d, n_in - j * d)
+            c = codes[rb, j * M, lane]
+            bk = j if per_block else 0
+            for t in range(w):
+                out[i, j * d + t] = books[bk, c, t]
+            for s in range(1, M):  # residual stages add their codewords, in order
+                c = codes[rb, j * M + s, lane]
+                for t in range(w):
+                    out[i, j * d + t] += books[s, c, t]
+
+
+@njit(cache=True)
+def decode_block_rows(codes, books, rows, n_in, out):  # pragma: no cover - compiled
+    """Serial twin of decode_block_rows_parallel."""
+    _decode_blocks(codes, books, rows, n_in, out, 0, rows.shape[0])
 
 
 @njit(parallel=True, cache=True)
+def decode_block_rows_parallel(codes, books, rows, n_in, out):  # pragma: no cover
+    """Dense rows from PQ/RQ codes into a caller buffer: out[i, j*d:(j+1)*d] = sum over
+    stages s, in order, of books[s or j, code of row rows[i] at position j*M + s] (cropped
+    to n_in).  codes : (n_row_blocks, nb*M, LANES) as gather_parallel takes them; books :
+    (n_books, K, d); rows : (r,) int64; out : (r, n_in) float32."""
+    n = rows.shape[0]
+    for c in prange((n + ROW_CHUNK - 1) // ROW_CHUNK):
+        _decode_blocks(codes, books, rows, n_in, out, c * ROW_CHUNK, min(n, (c + 1) * ROW_CHUNK))
+
+
+@njit(cache=True)
 def decode_scalar_rows(codes, codebook, out):  # pragma: no cover - compiled
+    """Serial twin of decode_scalar_rows_parallel."""
+    r, n_in = codes.shape
+    for o in range(r):
+        for i in range(n_in):
+            out[o, i] = codebook[codes[o, i]]
+
+
+@njit(parallel=True, cache=True)
+def decode_scalar_rows_parallel(codes, codebook, out):  # pragma: no cover - compiled
     """out[o, i] = codebook[codes[o, i]] into a caller buffer (r, n_in) float32."""
     r, n_in = codes.shape
     for o in prange(r):

@@ -220,11 +220,14 @@ class LUTLinear:
 
     def _decode_into(self, rows, out) -> None:
         """Dense rows ``rows`` (a slice or index array) of W into ``out`` (n, in_features)."""
+        par = out.size >= PARALLEL_WORK
         if self.kind in ("pq", "rq"):
             idx = np.arange(self.out_features, dtype=np.int64)[rows]
-            lut.decode_block_rows(self.codes, self.books, idx, self.in_features, out)
+            (lut.decode_block_rows_parallel if par else lut.decode_block_rows)(
+                self.codes, self.books, idx, self.in_features, out)
         elif self.kind == "kmeans":
-            lut.decode_scalar_rows(self.codes[rows], self.codebook, out)
+            (lut.decode_scalar_rows_parallel if par else lut.decode_scalar_rows)(
+                self.codes[rows], self.codebook, out)
         elif self.kind == "raw":
             out[...] = self.weight[rows]
         elif self.kind == "sparse":
