@@ -7,7 +7,7 @@ Numba's thread pool costs tens of microseconds, more than a small layer's whole 
 import numpy as np
 from numba import njit, prange
 
-from .simd import LANES, gather_add
+from .simd import LANES, add8, copy8, gather_add
 
 ROW_CHUNK = 64
 
@@ -120,44 +120,34 @@ def _decode_blocks(codes, books, rows, n_in, out, i0, i1):  # pragma: no cover -
     d = books.shape[2]
     nb = (n_in + d - 1) // d
     M = codes.shape[1] // nb
-    per_block = books.shape[0] == nb and M == 1 and nb > 1
-    # The common case, d = 8 with one stage, copies a codeword as eight loads then eight
-    # stores: LLVM cannot prove out and books apart, so the plain loop stores after every
-    # load; written this way the copy is one vector move, 5x faster (benchmarks/lut_bench).
-    full = n_in // 8 if d == 8 and M == 1 else 0
+    pb = 1 if books.shape[0] == nb and M == 1 and nb > 1 else 0  # a codebook per block
+    # The common case, whole 8-wide blocks, as vectors; everything else in _decode_tail.
+    # (Kept out of this loop, the tail and a branch on pb halve its time.)
+    full = n_in // 8 if d == 8 else 0
     for i in range(i0, i1):
         rb = rows[i] // LANES
         lane = rows[i] % LANES
+        o = out[i]
         for j in range(full):
-            c = codes[rb, j, lane]
-            bk = j if per_block else 0
-            v0 = books[bk, c, 0]
-            v1 = books[bk, c, 1]
-            v2 = books[bk, c, 2]
-            v3 = books[bk, c, 3]
-            v4 = books[bk, c, 4]
-            v5 = books[bk, c, 5]
-            v6 = books[bk, c, 6]
-            v7 = books[bk, c, 7]
-            b = j * 8
-            out[i, b] = v0
-            out[i, b + 1] = v1
-            out[i, b + 2] = v2
-            out[i, b + 3] = v3
-            out[i, b + 4] = v4
-            out[i, b + 5] = v5
-            out[i, b + 6] = v6
-            out[i, b + 7] = v7
-        for j in range(full, nb):
-            w = min(d, n_in - j * d)
-            c = codes[rb, j * M, lane]
-            bk = j if per_block else 0
-            for t in range(w):
-                out[i, j * d + t] = books[bk, c, t]
+            copy8(o[j * 8:], books[j * pb, codes[rb, j * M, lane]])
             for s in range(1, M):  # residual stages add their codewords, in order
-                c = codes[rb, j * M + s, lane]
-                for t in range(w):
-                    out[i, j * d + t] += books[s, c, t]
+                add8(o[j * 8:], books[s, codes[rb, j * M + s, lane]])
+        if full < nb:
+            _decode_tail(codes, books, rb, lane, n_in, o, full, nb, M, pb)
+
+
+@njit(cache=True, inline="never")
+def _decode_tail(codes, books, rb, lane, n_in, o, j0, nb, M, pb):  # pragma: no cover
+    d = books.shape[2]
+    for j in range(j0, nb):
+        w = min(d, n_in - j * d)
+        c = codes[rb, j * M, lane]
+        for t in range(w):
+            o[j * d + t] = books[j * pb, c, t]
+        for s in range(1, M):
+            c = codes[rb, j * M + s, lane]
+            for t in range(w):
+                o[j * d + t] += books[s, c, t]
 
 
 @njit(cache=True)

@@ -1,4 +1,4 @@
-"""One vector gather, written as LLVM IR because Numba's loop vectoriser will not emit it.
+"""Vector operations written as LLVM IR because Numba's vectorisers will not emit them.
 
 ``gather_add(acc, table, codes)`` does ``acc[l] += table[codes[l]]`` for the ``LANES``
 lanes at once: a load of ``LANES`` codes, one ``llvm.masked.gather`` of table entries and
@@ -9,6 +9,12 @@ everywhere (each lane is one float32 add, in the caller's order).
 The lookup kernels in ``lut.py`` are built on it: on the development machine (AVX-512)
 a scalar loop took 1.0-1.3 ns per code, this gather 0.45 ns.  No bounds are checked:
 callers pass ``LANES`` codes, each below the table's length.
+
+``copy8(dst, src)`` and ``add8(dst, src)`` move or add eight float32 as one vector: a
+codeword of an 8-dimensional block into a decoded row.  Numba cannot tell the row apart
+from the codebook, so its loop stores after every load and LLVM keeps them scalar; as one
+vector, 256 decoded rows of 384 took 16 us instead of 58 (one stage) and 45 us instead of
+90 (two stages).  No bounds are checked: both arrays hold eight elements from their start.
 """
 from llvmlite import ir
 from numba import types
@@ -60,3 +66,29 @@ def gather_add(typingctx, acc, table, codes):
         return context.get_dummy_value()
 
     return types.void(acc, table, codes), codegen
+
+
+def _vector8(add):
+    @intrinsic
+    def op(typingctx, dst, src):
+        if not (isinstance(dst, types.Array) and dst.dtype == types.float32
+                and isinstance(src, types.Array) and src.dtype == types.float32):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vf = ir.VectorType(ir.FloatType(), 8)
+            d, s = (builder.inttoptr(_address(context, builder, t, v), ir.PointerType())
+                    for t, v in zip(sig.args, args))
+            v = builder.load(s, typ=vf, align=4)
+            if add:
+                v = builder.fadd(builder.load(d, typ=vf, align=4), v)
+            builder.store(v, d, align=4)
+            return context.get_dummy_value()
+
+        return types.void(dst, src), codegen
+
+    return op
+
+
+copy8 = _vector8(add=False)  # dst[:8] = src[:8]; float32 arrays
+add8 = _vector8(add=True)  # dst[:8] += src[:8]

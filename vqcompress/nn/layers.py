@@ -207,22 +207,29 @@ class LUTLinear:
         return (x2.reshape(B * nb, d) @ self.books_t).reshape(B, -1)
 
     def _tiled(self, x2):
-        out = np.empty((x2.shape[0], self.out_features), dtype=np.float32)
+        """x2 @ W.T a tile of rows of W at a time: each tile decoded into the one reusable
+        buffer by a serial kernel (BLAS holds the cores; a parallel decode between its
+        calls made the whole slower), then multiplied as tile @ x2.T into contiguous rows
+        of y.T, which BLAS does faster than into a column slice of y."""
+        out_t = np.empty((self.out_features, x2.shape[0]), dtype=np.float32)
         if self._tile is None:
             self._tile = np.empty((min(self.tile_rows, self.out_features), self.in_features),
                                   dtype=np.float32)
+        x_t = x2.T
         for r0 in range(0, self.out_features, self.tile_rows):
             r1 = min(r0 + self.tile_rows, self.out_features)
             tile = self._tile[: r1 - r0]
-            self._decode_into(slice(r0, r1), tile)
-            np.matmul(x2, tile.T, out=out[:, r0:r1])
-        return out
+            self._decode_into(slice(r0, r1), tile, parallel=False)
+            np.matmul(tile, x_t, out=out_t[r0:r1])
+        return out_t.T
 
-    def _decode_into(self, rows, out) -> None:
-        """Dense rows ``rows`` (a slice or index array) of W into ``out`` (n, in_features)."""
-        par = out.size >= PARALLEL_WORK
+    def _decode_into(self, rows, out, parallel=None) -> None:
+        """Dense rows ``rows`` (a slice or index array) of W into ``out`` (n, in_features),
+        by the parallel kernels when ``parallel`` (by default: when the work is large)."""
+        par = out.size >= PARALLEL_WORK if parallel is None else parallel
         if self.kind in ("pq", "rq"):
-            idx = np.arange(self.out_features, dtype=np.int64)[rows]
+            idx = (np.arange(*rows.indices(self.out_features), dtype=np.int64)
+                   if isinstance(rows, slice) else np.asarray(rows, dtype=np.int64))
             (lut.decode_block_rows_parallel if par else lut.decode_block_rows)(
                 self.codes, self.books, idx, self.in_features, out)
         elif self.kind == "kmeans":
