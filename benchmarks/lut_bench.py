@@ -84,7 +84,8 @@ def main():
                                    "tiled beats lookup from batch": cross or ">64"})
     table(rows, ["shape", "config", "batch", "BLAS us", "lookup us", "tiled us", "layer us",
                  "speed vs BLAS", "MB read (BLAS / lookup)"])
-    print("Measured dispatch crossover (vqcompress.nn.CROSSOVER holds what the layers use):\n")
+    print("Measured dispatch crossover (vqcompress.nn.CROSSOVER holds what the layers use, "
+          "by kind and layer size):\n")
     table(crossover_rows, ["shape", "config", "tiled beats lookup from batch"])
 
 

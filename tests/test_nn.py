@@ -43,6 +43,7 @@ def _rel(a, b):
 @pytest.mark.parametrize("path", ["lookup", "tiled"])
 def test_layer_matches_dense(layers, key, batch, path):
     layer = layers[key]
+    saved = layer.crossover
     layer.crossover = 1 << 30 if path == "lookup" else 1
     try:
         x = np.random.default_rng(batch).normal(size=(batch, 37)).astype(np.float32)
@@ -50,7 +51,16 @@ def test_layer_matches_dense(layers, key, batch, path):
         assert y.shape == (batch, 300) and y.dtype == np.float32
         assert _rel(y, _ref(layer, x)) < 1e-5
     finally:
-        layer.crossover = nn.CROSSOVER[layer.kind]
+        layer.crossover = saved
+
+
+def test_default_crossover_follows_the_measured_steps():
+    assert nn.default_crossover("pq", 384 * 384) == 16
+    assert nn.default_crossover("pq", 4096 * 4096) == 8
+    assert nn.default_crossover("rq", 10) == 8
+    assert nn.LUTLinear(vq.compress({"w": np.random.default_rng(0).normal(size=(64, 32))
+                                     .astype(np.float32)}, method="pq", bits=4,
+                                    block_size=8)["w"]).crossover == 16
 
 
 @pytest.mark.parametrize("key", SETTINGS)

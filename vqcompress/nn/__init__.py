@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import fnmatch
 
-from .layers import CROSSOVER, LUTEmbedding, LUTLinear
+from .layers import CROSSOVER, LUTEmbedding, LUTLinear, default_crossover
 from .record import Recorder
 
-__all__ = ["load", "LUTLinear", "LUTEmbedding", "CROSSOVER", "Recorder"]
+__all__ = ["load", "LUTLinear", "LUTEmbedding", "CROSSOVER", "default_crossover", "Recorder"]
 
 
 def load(path_or_model, *, embeddings=("*embed*",)) -> dict:

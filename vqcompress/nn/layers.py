@@ -24,12 +24,22 @@ from .._kernels import lut
 from .._kernels.simd import LANES
 from ..errors import InputError
 
-# Batch size from which the tiled BLAS path is used, per kind: the batch at which
-# benchmarks/lut_bench.py measured tiled beating lookup on most shapes (pq 16, rq 8,
-# kmeans 1-4; see docs/benchmarks.md).  Sparse layers keep their gather, whose work
-# scales with the kept weights (their tile decoding is a Python loop; not measured).
-CROSSOVER = {"pq": 16, "rq": 8, "kmeans": 2, "sparse": 1 << 30, "uniform": 1, "raw": 1,
-             "rows": 1 << 30}  # rows: each member follows its own kind's
+# Batch size from which the tiled BLAS path is used, per kind and layer size: steps of
+# (from this many weights, this batch).  Measured by benchmarks/lut_bench.py (tiled
+# beating lookup; docs/benchmarks.md): pq mostly 16 on the MiniLM shapes (0.15-0.6 M
+# weights; 4-16 between runs), 8 on the LLM-sized (17-45 M); rq mostly 8; kmeans 1-2.  Sparse
+# layers keep their gather, whose work scales with the kept weights (their tile decoding
+# is a Python loop; not measured).
+CROSSOVER = {"pq": ((0, 16), (1 << 21, 8)), "rq": ((0, 8),), "kmeans": ((0, 2),),
+             "sparse": ((0, 1 << 30),), "uniform": ((0, 1),), "raw": ((0, 1),),
+             "rows": ((0, 1 << 30),)}  # rows: each member follows its own kind's
+
+
+def default_crossover(kind: str, n_weights: int) -> int:
+    """The batch size from which a ``kind`` layer of ``n_weights`` weights runs tiled."""
+    return [batch for start, batch in CROSSOVER[kind] if n_weights >= start][-1]
+
+
 TILE_ROWS = 256
 # Below this many multiply-or-gathers a call runs the serial kernels: starting Numba's
 # thread pool costs more than the work (the results are the same either way).
@@ -84,7 +94,8 @@ class LUTLinear:
         if self.bias is not None and self.bias.shape != (self.out_features,):
             raise InputError(f"{self.name}: bias shape {self.bias.shape}, expected "
                              f"({self.out_features},)")
-        self.crossover = CROSSOVER[self.kind] if crossover is None else int(crossover)
+        self.crossover = (default_crossover(self.kind, self.out_features * self.in_features)
+                          if crossover is None else int(crossover))
         self.tile_rows = int(tile_rows)
         self.quantizer = tensor.quantizer
         self.signs = tensor.signs  # Hadamard rotation of the inputs (vqcompress.rotation)
