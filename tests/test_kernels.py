@@ -35,6 +35,24 @@ def test_assign_nearest_ties_go_to_lower_index():
     assert labels.tolist() == [0, 1]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_assign_nearest_ties_across_vector_lanes_and_padding(rng, dtype):
+    # 37 centers: groups of 16 (8 in float64) and padding columns that repeat center 0.
+    # Centers 20..36 repeat centers 3..19, so most rows' nearest centers tie exactly; the
+    # lower index must win whichever lane or group holds it.
+    base = rng.normal(size=(20, 5)).astype(dtype)
+    C = np.concatenate([base, base[3:]])  # center 20 + t repeats center 3 + t
+    X = np.concatenate([base, base + dtype(1e-3)])  # 40 rows: n % 4 == 0 and a tail below
+    X = np.concatenate([X, base[:3]])
+    labels = np.empty(len(X), dtype=np.int32)
+    dists = np.empty(len(X))
+    assign_nearest(X, C, labels, dists)
+    ref_labels, ref_d = naive.assign_nearest(X, C)
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_allclose(dists, ref_d, rtol=1e-5, atol=1e-12)
+    assert labels.max() < 20
+
+
 def test_center_sums_matches_naive(rng):
     X = rng.normal(size=(200, 4)).astype(np.float32)
     w = rng.random(200)

@@ -1,57 +1,9 @@
 """Nearest-center assignment and weighted center sums for Lloyd's algorithm."""
 import numpy as np
 from numba import njit, prange
-from numba.core import types
-from numba.extending import overload
 
 from . import CHUNK, FASTMATH
-
-
-def argmin_nonneg(buf):  # pragma: no cover - replaced by the overload inside kernels
-    """Index of the smallest of non-negative floats (ties: lowest index)."""
-    raise NotImplementedError
-
-
-@overload(argmin_nonneg, jit_options={"fastmath": FASTMATH})
-def _argmin_nonneg_impl(buf):
-    # Non-negative IEEE floats order like their bit patterns read as integers, and integer
-    # min reductions vectorise where float ones do not.  float32: the bits and the index
-    # share one int64 key, so a single vector pass finds both (ties: lowest index).
-    # float64 leaves no room for the index: one pass for the minimum, one for its index.
-    if buf.dtype == types.float32:
-        def impl(buf):
-            ibuf = buf.view(np.int32)
-            key = np.int64(ibuf[0]) << 32
-            for t in range(1, ibuf.shape[0]):
-                key = min(key, (np.int64(ibuf[t]) << 32) | t)
-            return key & 0xFFFFFFFF
-        return impl
-
-    def impl(buf):
-        ibuf = buf.view(np.int64)
-        k = ibuf.shape[0]
-        m = ibuf[0]
-        for t in range(1, k):
-            m = min(m, ibuf[t])
-        arg = k
-        for t in range(k):
-            arg = min(arg, t if ibuf[t] == m else k)
-        return arg
-
-    return impl
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def _sq_dists(X, i, ct, buf):  # pragma: no cover - compiled
-    """buf[t] = ||X[i] - center t||^2 for centers given transposed, ct : (d, k)."""
-    d, k = ct.shape
-    for t in range(k):
-        buf[t] = 0
-    for j in range(d):
-        xj = X[i, j]
-        for t in range(k):
-            diff = ct[j, t] - xj
-            buf[t] += diff * diff
+from .simd import LANES, nearest1, nearest4
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -61,17 +13,26 @@ def assign_nearest(X, centers, labels, dists):  # pragma: no cover - compiled
     X : (n, d) float32/float64; centers : (k, d) same dtype.
     labels : (n,) int32 output; dists : (n,) float64 output, squared distance to it.
     """
-    n = X.shape[0]
+    n, d = X.shape
     k = centers.shape[0]
-    ct = np.ascontiguousarray(centers.T)  # (d, k): the inner loop runs over k, vectorised
+    kp = (k + LANES - 1) // LANES * LANES
+    # Centers transposed, (d, kp): one vector load per group of centers, each on a 64-byte
+    # boundary (kp * itemsize is a multiple of 64) so that no load straddles cache lines.
+    raw = np.empty(d * kp + 64 // X.itemsize, dtype=X.dtype)
+    skip = (-raw.ctypes.data) % 64 // X.itemsize
+    ct = raw[skip:skip + d * kp].reshape(d, kp)
+    for j in range(d):  # scalar loops: a slice assignment here made the search 2x slower
+        for t in range(kp):
+            ct[j, t] = centers[t if t < k else 0, j]
     n_chunks = (n + CHUNK - 1) // CHUNK
     for c in prange(n_chunks):
-        buf = np.empty(k, dtype=X.dtype)
-        for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
-            _sq_dists(X, i, ct, buf)
-            arg = argmin_nonneg(buf)
-            labels[i] = arg
-            dists[i] = buf[arg]
+        i, hi = c * CHUNK, min(n, (c + 1) * CHUNK)
+        while i + 4 <= hi:
+            nearest4(ct, X, i, labels, dists)
+            i += 4
+        while i < hi:
+            nearest1(ct, X, i, labels, dists)
+            i += 1
 
 
 @njit(cache=True)

@@ -15,6 +15,18 @@ codeword of an 8-dimensional block into a decoded row.  Numba cannot tell the ro
 from the codebook, so its loop stores after every load and LLVM keeps them scalar; as one
 vector, 256 decoded rows of 384 took 16 us instead of 58 (one stage) and 45 us instead of
 90 (two stages).  No bounds are checked: both arrays hold eight elements from their start.
+
+``nearest4(ct, X, i, labels, dists)`` and ``nearest1`` find the nearest center of rows
+``i .. i+3`` (or row ``i``) of X: for each group of ``LANES`` centers (8 in float64), one
+vector of squared distances per row, accumulated over the dimensions in registers
+(``(c - x)^2`` by subtraction then fused multiply-add, in dimension order), and a lane-wise
+running minimum with its index; at the end the smallest lane, ties to the lowest center
+index.  Four rows share each load of the centers and keep four independent chains in
+flight.  Numba's own loop kept the distances in memory and needed a second pass for the
+argmin: on 73,728 8-dim rows against 256 centers, one thread, 14.6 ms against 5.2.  The
+caller passes the centers transposed, ``ct`` of shape (d, kp) with kp a multiple of
+``LANES`` (columns past the real centers repeat center 0, which then always wins the tie),
+and rows ``i .. i+3`` inside X.
 """
 from llvmlite import ir
 from numba import types
@@ -22,6 +34,14 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 LANES = 16
+
+
+def _splat(builder, value, vector_type):
+    """A vector with every lane set to ``value``."""
+    i32 = ir.IntType(32)
+    one = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value, ir.Constant(i32, 0))
+    return builder.shuffle_vector(one, ir.Constant(vector_type, ir.Undefined),
+                                  ir.Constant(ir.VectorType(i32, vector_type.count), [0] * vector_type.count))
 
 
 def _address(context, builder, ty, val):
@@ -50,10 +70,7 @@ def gather_add(typingctx, acc, table, codes):
         c = builder.load(builder.inttoptr(cod_a, ptr), typ=ir.VectorType(ir.IntType(code_bits), LANES),
                          align=code_bits // 8)
         offsets = builder.shl(builder.zext(c, vi64), ir.Constant(vi64, [2] * LANES))
-        base = builder.insert_element(ir.Constant(vi64, ir.Undefined),
-                                      tab_a, ir.Constant(i32, 0))
-        base = builder.shuffle_vector(base, ir.Constant(vi64, ir.Undefined),
-                                      ir.Constant(ir.VectorType(i32, LANES), [0] * LANES))
+        base = _splat(builder, tab_a, vi64)
         vptr = ir.VectorType(ptr, LANES)
         ptrs = builder.inttoptr(builder.add(base, offsets), vptr)
         mask = ir.Constant(ir.VectorType(ir.IntType(1), LANES), [1] * LANES)
@@ -92,3 +109,82 @@ def _vector8(add):
 
 copy8 = _vector8(add=False)  # dst[:8] = src[:8]; float32 arrays
 add8 = _vector8(add=True)  # dst[:8] += src[:8]
+
+
+def _nearest(rows):
+    @intrinsic
+    def nearest(typingctx, ct, X, i, labels, dists):
+        if not (isinstance(ct, types.Array) and ct.ndim == 2 and ct.layout == "C"
+                and ct.dtype in (types.float32, types.float64)
+                and isinstance(X, types.Array) and X.ndim == 2 and X.layout == "C"
+                and X.dtype == ct.dtype and isinstance(i, types.Integer)
+                and isinstance(labels, types.Array) and labels.dtype == types.int32
+                and isinstance(dists, types.Array) and dists.dtype == types.float64):
+            return None
+        wide = ct.dtype == types.float64
+
+        def codegen(context, builder, sig, args):
+            ft = ir.DoubleType() if wide else ir.FloatType()
+            i32, i64 = ir.IntType(32), ir.IntType(64)
+            lanes = LANES // 2 if wide else LANES
+            vf, vi = ir.VectorType(ft, lanes), ir.VectorType(i32, lanes)
+            suffix = f"v{lanes}{'f64' if wide else 'f32'}"
+            ct_a = context.make_array(sig.args[0])(context, builder, args[0])
+            d, kp = cgutils.unpack_tuple(builder, ct_a.shape, 2)
+            row0 = context.cast(builder, args[2], sig.args[2], types.int64)
+            x_p = builder.gep(context.make_array(sig.args[1])(context, builder, args[1]).data,
+                              [builder.mul(row0, d)], source_etype=ft)
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf, vf, vf]),
+                                                 f"llvm.fma.{suffix}")
+            # Per row: distances of the current group, and the lane-wise best so far.
+            acc = [cgutils.alloca_once(builder, vf) for _ in range(rows)]
+            best = [cgutils.alloca_once_value(builder, ir.Constant(vf, [float("inf")] * lanes))
+                    for _ in range(rows)]
+            arg = [cgutils.alloca_once_value(builder, ir.Constant(vi, [0] * lanes))
+                   for _ in range(rows)]
+            iota = ir.Constant(vi, list(range(lanes)))
+            with cgutils.for_range(builder, builder.udiv(kp, ir.Constant(i64, lanes))) as g:
+                for a in acc:
+                    builder.store(ir.Constant(vf, [0.0] * lanes), a)
+                col = builder.mul(g.index, ir.Constant(i64, lanes))
+                with cgutils.for_range(builder, d) as j:
+                    c_p = builder.gep(ct_a.data, [builder.add(builder.mul(j.index, kp), col)],
+                                      source_etype=ft)
+                    c = builder.load(c_p, typ=vf, align=ft.get_abi_size(context.target_data))
+                    for r in range(rows):
+                        xo = builder.add(builder.mul(ir.Constant(i64, r), d), j.index)
+                        xj = builder.load(builder.gep(x_p, [xo], source_etype=ft), typ=ft)
+                        diff = builder.fsub(c, _splat(builder, xj, vf))
+                        builder.store(builder.call(fma, [diff, diff, builder.load(acc[r])]), acc[r])
+                idx = builder.add(_splat(builder, builder.trunc(col, i32), vi), iota)
+                for r in range(rows):
+                    a, b = builder.load(acc[r]), builder.load(best[r])
+                    less = builder.fcmp_ordered("<", a, b)
+                    builder.store(builder.select(less, a, b), best[r])
+                    builder.store(builder.select(less, idx, builder.load(arg[r])), arg[r])
+            fmin = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ft, [vf]),
+                                                  f"llvm.vector.reduce.fmin.{suffix}")
+            smin = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [vi]),
+                                                  f"llvm.vector.reduce.smin.v{lanes}i32")
+            lab_p = context.make_array(sig.args[3])(context, builder, args[3]).data
+            dist_p = context.make_array(sig.args[4])(context, builder, args[4]).data
+            for r in range(rows):
+                b = builder.load(best[r])
+                m = builder.call(fmin, [b])
+                tied = builder.fcmp_ordered("==", b, _splat(builder, m, vf))
+                first = builder.call(smin, [builder.select(tied, builder.load(arg[r]),
+                                                           ir.Constant(vi, [2**31 - 1] * lanes))])
+                out = builder.add(row0, ir.Constant(i64, r))
+                builder.store(first, builder.gep(lab_p, [out], source_etype=i32))
+                if not wide:
+                    m = builder.fpext(m, ir.DoubleType())
+                builder.store(m, builder.gep(dist_p, [out], source_etype=ir.DoubleType()))
+            return context.get_dummy_value()
+
+        return types.void(ct, X, i, labels, dists), codegen
+
+    return nearest
+
+
+nearest4 = _nearest(4)  # rows i .. i+3 of X
+nearest1 = _nearest(1)  # row i
