@@ -54,10 +54,13 @@ def test_layer_matches_dense(layers, key, batch, path):
         layer.crossover = saved
 
 
-def test_default_crossover_follows_the_measured_steps():
+def test_default_crossover_follows_the_measured_steps(monkeypatch):
+    assert nn.default_crossover("pq", 384 * 384) == 8
+    assert nn.default_crossover("rq", 10) == 4
+    assert nn.default_crossover("kmeans", 4096 * 4096) == 1
+    monkeypatch.setitem(nn.CROSSOVER, "pq", ((0, 16), (1 << 21, 8)))
     assert nn.default_crossover("pq", 384 * 384) == 16
-    assert nn.default_crossover("pq", 4096 * 4096) == 8
-    assert nn.default_crossover("rq", 10) == 8
+    assert nn.default_crossover("pq", 1 << 21) == 8
     assert nn.LUTLinear(vq.compress({"w": np.random.default_rng(0).normal(size=(64, 32))
                                      .astype(np.float32)}, method="pq", bits=4,
                                     block_size=8)["w"]).crossover == 16
@@ -86,12 +89,16 @@ def test_dense_weight_is_the_decompressed_weight(tmp_path):
     vq.ProductQuantizer(8, 5, codebook_per_block=True, random_state=0),
     vq.ProductQuantizer(4, 5, codebook_per_block=True, random_state=0),
     vq.ResidualQuantizer(8, 4, n_stages=3, random_state=0),
-], ids=["pq8", "pq8-per-block", "pq4-per-block", "rq8x3"])
-@pytest.mark.parametrize("n_in", [40, 43])
+    vq.ResidualQuantizer(8, 4, n_stages=2, random_state=0),
+    vq.KMeansQuantizer(4),
+    vq.KMeansQuantizer(9),
+], ids=["pq8", "pq8-per-block", "pq4-per-block", "rq8x3", "rq8x2", "kmeans4", "kmeans9"])
+@pytest.mark.parametrize("n_in", [40, 43, 48])
 def test_decoded_rows_are_the_quantizers_decode(quantizer, n_in, monkeypatch):
     """The layer's row decoder (tiled path, dense_weight), serial and parallel, against the
     quantizer's own decode, for shared and per-block codebooks, whole and cropped last
-    blocks, residual stages; and the lookup path against that independent decode."""
+    blocks, residual stages, scalar codes in 8 and 16 bits (gathers of 16 and a scalar
+    tail); and the lookup path against that independent decode."""
     w = np.random.default_rng(n_in).normal(size=(50, n_in)).astype(np.float32)
     codes = quantizer.fit_encode(w)
     t = vq.CompressedTensor.from_codes("w", quantizer, codes)

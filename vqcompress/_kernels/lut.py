@@ -7,7 +7,7 @@ Numba's thread pool costs tens of microseconds, more than a small layer's whole 
 import numpy as np
 from numba import njit, prange
 
-from .simd import LANES, add8, copy8, gather_add
+from .simd import LANES, copy8, gather_add, gather_set, sum8
 
 ROW_CHUNK = 64
 
@@ -128,12 +128,19 @@ def _decode_blocks(codes, books, rows, n_in, out, i0, i1):  # pragma: no cover -
         rb = rows[i] // LANES
         lane = rows[i] % LANES
         o = out[i]
-        for j in range(full):
-            copy8(o[j * 8:], books[j * pb, codes[rb, j * M, lane]])
-            for s in range(1, M):  # residual stages add their codewords, in order
-                add8(o[j * 8:], books[s, codes[rb, j * M + s, lane]])
-        if full < nb:
-            _decode_tail(codes, books, rb, lane, n_in, o, full, nb, M, pb)
+        c = codes[rb]  # (nb*M, LANES); taken once per row, it keeps the stage loop cheap
+        if M == 1:
+            for j in range(full):
+                copy8(o[j * 8:], books[j * pb, c[j, lane]])
+        else:  # residual stages add their codewords, in order; two in one vector sum
+            for j in range(full):
+                sum8(o[j * 8:], books[0, c[j * M, lane]], books[1, c[j * M + 1, lane]])
+                for s in range(2, M):
+                    sum8(o[j * 8:], o[j * 8:], books[s, c[j * M + s, lane]])
+    if full < nb:  # a second pass: a call in the loop above, even untaken, slows it by 40%
+        for i in range(i0, i1):
+            _decode_tail(codes, books, rows[i] // LANES, rows[i] % LANES, n_in, out[i],
+                         full, nb, M, pb)
 
 
 @njit(cache=True, inline="never")
@@ -167,19 +174,26 @@ def decode_block_rows_parallel(codes, books, rows, n_in, out):  # pragma: no cov
         _decode_blocks(codes, books, rows, n_in, out, c * ROW_CHUNK, min(n, (c + 1) * ROW_CHUNK))
 
 
+@njit(cache=True, inline="never")
+def _decode_scalar_row(codes, codebook, out):  # pragma: no cover - compiled
+    n_in = codes.shape[0]
+    full = n_in - n_in % LANES
+    for i in range(0, full, LANES):  # LANES codes at a time, as one gather
+        gather_set(out[i:], codebook, codes[i:])
+    for i in range(full, n_in):
+        out[i] = codebook[codes[i]]
+
+
 @njit(cache=True)
 def decode_scalar_rows(codes, codebook, out):  # pragma: no cover - compiled
     """Serial twin of decode_scalar_rows_parallel."""
-    r, n_in = codes.shape
-    for o in range(r):
-        for i in range(n_in):
-            out[o, i] = codebook[codes[o, i]]
+    for o in range(codes.shape[0]):
+        _decode_scalar_row(codes[o], codebook, out[o])
 
 
 @njit(parallel=True, cache=True)
 def decode_scalar_rows_parallel(codes, codebook, out):  # pragma: no cover - compiled
-    """out[o, i] = codebook[codes[o, i]] into a caller buffer (r, n_in) float32."""
-    r, n_in = codes.shape
-    for o in prange(r):
-        for i in range(n_in):
-            out[o, i] = codebook[codes[o, i]]
+    """out[o, i] = codebook[codes[o, i]] into a caller buffer (r, n_in) float32; codes
+    C-contiguous rows."""
+    for o in prange(codes.shape[0]):
+        _decode_scalar_row(codes[o], codebook, out[o])

@@ -4,17 +4,21 @@
 lanes at once: a load of ``LANES`` codes, one ``llvm.masked.gather`` of table entries and
 one vector add.  On x86 with AVX-512 that is a single ``vgatherdps`` of 16 floats; where
 the CPU has no gather instruction LLVM lowers it to scalar loads, so the result is the same
-everywhere (each lane is one float32 add, in the caller's order).
+everywhere (each lane is one float32 add, in the caller's order).  ``gather_set(dst, table,
+codes)`` is the same gather stored as it is: ``dst[l] = table[codes[l]]``.
 
-The lookup kernels in ``lut.py`` are built on it: on the development machine (AVX-512)
-a scalar loop took 1.0-1.3 ns per code, this gather 0.45 ns.  No bounds are checked:
+The lookup kernels in ``lut.py`` are built on them: on the development machine (AVX-512)
+a scalar loop took 1.0-1.3 ns per code, this gather 0.45 ns; decoding 256 rows of 384
+scalar (k-means) codes took 46-52 us as a loop, 24-34 us as gathers.  No bounds are checked:
 callers pass ``LANES`` codes, each below the table's length.
 
-``copy8(dst, src)`` and ``add8(dst, src)`` move or add eight float32 as one vector: a
-codeword of an 8-dimensional block into a decoded row.  Numba cannot tell the row apart
-from the codebook, so its loop stores after every load and LLVM keeps them scalar; as one
-vector, 256 decoded rows of 384 took 16 us instead of 58 (one stage) and 45 us instead of
-90 (two stages).  No bounds are checked: both arrays hold eight elements from their start.
+``copy8(dst, src)`` moves eight float32 as one vector, ``sum8(dst, a, b)`` stores the sum of
+two: a codeword of an 8-dimensional block into a decoded row, or the sum of two residual
+stages' codewords (a third stage adds with ``sum8(dst, dst, c)``).  Numba cannot tell the
+row apart from the codebook, so its loop stores after every load and LLVM keeps them
+scalar; as vectors, 256 decoded rows of 384 took 16 us instead of 58 (one stage) and 21-42
+us instead of 35-85 (two stages, when the second was added to the stored first).  No
+bounds are checked: every array holds eight elements from its start.
 
 ``nearest4(ct, X, i, labels, dists)`` and ``nearest1`` find the nearest center of rows
 ``i .. i+3`` (or row ``i``) of X: for each group of ``LANES`` centers (8 in float64), one
@@ -51,64 +55,77 @@ def _address(context, builder, ty, val):
     return builder.ptrtoint(data, ir.IntType(64))
 
 
-@intrinsic
-def gather_add(typingctx, acc, table, codes):
-    """acc[l] += table[codes[l]] for l < LANES; acc, table float32 arrays, codes uint8 or
-    uint16 array (contiguous runs of at least LANES elements from their start)."""
-    if not (isinstance(acc, types.Array) and acc.dtype == types.float32
-            and isinstance(table, types.Array) and table.dtype == types.float32
-            and isinstance(codes, types.Array) and codes.dtype in (types.uint8, types.uint16)):
-        return None
-    code_bits = codes.dtype.bitwidth
-
-    def codegen(context, builder, sig, args):
-        f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
-        ptr = ir.PointerType()
-        vf = ir.VectorType(f32, LANES)
-        vi64 = ir.VectorType(i64, LANES)
-        acc_a, tab_a, cod_a = (_address(context, builder, t, v) for t, v in zip(sig.args, args))
-        c = builder.load(builder.inttoptr(cod_a, ptr), typ=ir.VectorType(ir.IntType(code_bits), LANES),
-                         align=code_bits // 8)
-        offsets = builder.shl(builder.zext(c, vi64), ir.Constant(vi64, [2] * LANES))
-        base = _splat(builder, tab_a, vi64)
-        vptr = ir.VectorType(ptr, LANES)
-        ptrs = builder.inttoptr(builder.add(base, offsets), vptr)
-        mask = ir.Constant(ir.VectorType(ir.IntType(1), LANES), [1] * LANES)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vf, [vptr, i32, mask.type, vf]),
-            f"llvm.masked.gather.v{LANES}f32.v{LANES}p0")
-        got = builder.call(fn, [ptrs, ir.Constant(i32, 4), mask, ir.Constant(vf, ir.Undefined)])
-        acc_v = builder.inttoptr(acc_a, ptr)
-        builder.store(builder.fadd(builder.load(acc_v, typ=vf, align=4), got), acc_v, align=4)
-        return context.get_dummy_value()
-
-    return types.void(acc, table, codes), codegen
+def _f32_arrays(*tys):
+    return all(isinstance(t, types.Array) and t.dtype == types.float32 for t in tys)
 
 
-def _vector8(add):
+def _gather(add):
     @intrinsic
-    def op(typingctx, dst, src):
-        if not (isinstance(dst, types.Array) and dst.dtype == types.float32
-                and isinstance(src, types.Array) and src.dtype == types.float32):
+    def op(typingctx, acc, table, codes):
+        if not (_f32_arrays(acc, table) and isinstance(codes, types.Array)
+                and codes.dtype in (types.uint8, types.uint16)):
             return None
+        code_bits = codes.dtype.bitwidth
 
         def codegen(context, builder, sig, args):
-            vf = ir.VectorType(ir.FloatType(), 8)
-            d, s = (builder.inttoptr(_address(context, builder, t, v), ir.PointerType())
-                    for t, v in zip(sig.args, args))
-            v = builder.load(s, typ=vf, align=4)
+            f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
+            ptr = ir.PointerType()
+            vf = ir.VectorType(f32, LANES)
+            vi64 = ir.VectorType(i64, LANES)
+            acc_a, tab_a, cod_a = (_address(context, builder, t, v) for t, v in zip(sig.args, args))
+            c = builder.load(builder.inttoptr(cod_a, ptr), typ=ir.VectorType(ir.IntType(code_bits), LANES),
+                             align=code_bits // 8)
+            offsets = builder.shl(builder.zext(c, vi64), ir.Constant(vi64, [2] * LANES))
+            base = _splat(builder, tab_a, vi64)
+            vptr = ir.VectorType(ptr, LANES)
+            ptrs = builder.inttoptr(builder.add(base, offsets), vptr)
+            mask = ir.Constant(ir.VectorType(ir.IntType(1), LANES), [1] * LANES)
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vf, [vptr, i32, mask.type, vf]),
+                f"llvm.masked.gather.v{LANES}f32.v{LANES}p0")
+            got = builder.call(fn, [ptrs, ir.Constant(i32, 4), mask, ir.Constant(vf, ir.Undefined)])
+            acc_v = builder.inttoptr(acc_a, ptr)
             if add:
-                v = builder.fadd(builder.load(d, typ=vf, align=4), v)
-            builder.store(v, d, align=4)
+                got = builder.fadd(builder.load(acc_v, typ=vf, align=4), got)
+            builder.store(got, acc_v, align=4)
             return context.get_dummy_value()
 
-        return types.void(dst, src), codegen
+        return types.void(acc, table, codes), codegen
 
     return op
 
 
-copy8 = _vector8(add=False)  # dst[:8] = src[:8]; float32 arrays
-add8 = _vector8(add=True)  # dst[:8] += src[:8]
+# acc, table float32 arrays, codes uint8 or uint16 (runs of at least LANES from their start)
+gather_add = _gather(add=True)  # acc[l] += table[codes[l]] for l < LANES
+gather_set = _gather(add=False)  # acc[l] = table[codes[l]] for l < LANES
+
+
+def _sum8_codegen(context, builder, sig, args):
+    """Store at the first array's start the sum of eight float32 from each of the others."""
+    vf = ir.VectorType(ir.FloatType(), 8)
+    dst, *srcs = (builder.inttoptr(_address(context, builder, t, v), ir.PointerType())
+                  for t, v in zip(sig.args, args))
+    v = builder.load(srcs[0], typ=vf, align=4)
+    for src in srcs[1:]:
+        v = builder.fadd(v, builder.load(src, typ=vf, align=4))
+    builder.store(v, dst, align=4)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def copy8(typingctx, dst, src):
+    """dst[:8] = src[:8]; float32 arrays."""
+    if _f32_arrays(dst, src):
+        return types.void(dst, src), _sum8_codegen
+    return None
+
+
+@intrinsic
+def sum8(typingctx, dst, a, b):
+    """dst[:8] = a[:8] + b[:8]; float32 arrays (dst may be a)."""
+    if _f32_arrays(dst, a, b):
+        return types.void(dst, a, b), _sum8_codegen
+    return None
 
 
 def _nearest(rows):
