@@ -56,14 +56,16 @@ def _address(context, builder, ty, val):
 
 
 def _f32_arrays(*tys):
-    return all(isinstance(t, types.Array) and t.dtype == types.float32 for t in tys)
+    """All contiguous float32 arrays (the kernels read from the data pointer on)."""
+    return all(isinstance(t, types.Array) and t.dtype == types.float32 and t.layout == "C"
+               for t in tys)
 
 
 def _gather(add):
     @intrinsic
     def op(typingctx, acc, table, codes):
         if not (_f32_arrays(acc, table) and isinstance(codes, types.Array)
-                and codes.dtype in (types.uint8, types.uint16)):
+                and codes.layout == "C" and codes.dtype in (types.uint8, types.uint16)):
             return None
         code_bits = codes.dtype.bitwidth
 
