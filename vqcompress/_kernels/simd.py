@@ -138,7 +138,8 @@ def _nearest(rows):
                 and isinstance(X, types.Array) and X.ndim == 2 and X.layout == "C"
                 and X.dtype == ct.dtype and isinstance(i, types.Integer)
                 and isinstance(labels, types.Array) and labels.dtype == types.int32
-                and isinstance(dists, types.Array) and dists.dtype == types.float64):
+                and isinstance(dists, types.Array) and dists.dtype == types.float64
+                and labels.layout == "C" and dists.layout == "C"):
             return None
         wide = ct.dtype == types.float64
 
