@@ -21,7 +21,7 @@ def assign_nearest(X, centers, labels, dists):  # pragma: no cover - compiled
     raw = np.empty(d * kp + 64 // X.itemsize, dtype=X.dtype)
     skip = (-raw.ctypes.data) % 64 // X.itemsize
     ct = raw[skip:skip + d * kp].reshape(d, kp)
-    for j in range(d):  # scalar loops: a slice assignment here made the search 2x slower
+    for j in range(d):  # scalar loops: a slice assignment here made the search 2x slower (scratch)
         for t in range(kp):
             ct[j, t] = centers[t if t < k else 0, j]
     n_chunks = (n + CHUNK - 1) // CHUNK

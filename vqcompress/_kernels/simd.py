@@ -9,15 +9,17 @@ codes)`` is the same gather stored as it is: ``dst[l] = table[codes[l]]``.
 
 The lookup kernels in ``lut.py`` are built on them: on the development machine (AVX-512)
 a scalar loop took 1.0-1.3 ns per code, this gather 0.45 ns; decoding 256 rows of 384
-scalar (k-means) codes took 46-52 us as a loop, 24-34 us as gathers.  No bounds are checked:
-callers pass ``LANES`` codes, each below the table's length.
+scalar (k-means) codes took 46-52 us as a loop (scratch), 33-38 us as gathers
+(benchmarks/bench_kernel_parts.py).  No bounds are checked: callers pass ``LANES`` codes,
+each below the table's length.
 
 ``copy8(dst, src)`` moves eight float32 as one vector, ``sum8(dst, a, b)`` stores the sum of
 two: a codeword of an 8-dimensional block into a decoded row, or the sum of two residual
 stages' codewords (a third stage adds with ``sum8(dst, dst, c)``).  Numba cannot tell the
 row apart from the codebook, so its loop stores after every load and LLVM keeps them
-scalar; as vectors, 256 decoded rows of 384 took 16 us instead of 58 (one stage) and 21-42
-us instead of 35-85 (two stages, when the second was added to the stored first).  No
+scalar.  As vectors, 256 decoded rows of 384 take 21-22 us (one stage) and 46-52 us (two
+stages) in benchmarks/bench_kernel_parts.py; the scalar loop took 58 us for one stage and
+35-85 us for two with the second added to the stored first (scratch measurements).  No
 bounds are checked: every array holds eight elements from its start.
 
 ``nearest4(ct, X, i, labels, dists)`` and ``nearest1`` find the nearest center of rows
@@ -27,7 +29,8 @@ vector of squared distances per row, accumulated over the dimensions in register
 running minimum with its index; at the end the smallest lane, ties to the lowest center
 index.  Four rows share each load of the centers and keep four independent chains in
 flight.  Numba's own loop kept the distances in memory and needed a second pass for the
-argmin: on 73,728 8-dim rows against 256 centers, one thread, 14.6 ms against 5.2.  The
+argmin: on 73,728 8-dim rows against 256 centers, one thread, it took 14.6 ms (scratch);
+this kernel 5.8-9.3 ms, faiss's exact search 9.6-13.6 (benchmarks/bench_kernel_parts.py).  The
 caller passes the centers transposed, ``ct`` of shape (d, kp) with kp a multiple of
 ``LANES`` (columns past the real centers repeat center 0, which then always wins the tie),
 and rows ``i .. i+3`` inside X.

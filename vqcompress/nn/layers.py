@@ -27,8 +27,8 @@ from ..errors import InputError
 # Batch size from which the tiled BLAS path is used, per kind and layer size: steps of
 # (from this many weights, this batch).  Measured by benchmarks/lut_bench.py (tiled
 # beating lookup; docs/benchmarks.md) since the decoders became vector gathers and sums:
-# pq 8 (4-16 between runs and shapes), rq 4 (2-8), kmeans 1 (its tiled path beats its
-# lookup from batch 1, 2 on the largest shape).  Sparse layers keep their gather, whose
+# pq 8 (4-16 between runs and shapes), rq 4 (2-8), kmeans 1 (1-4: at batch 1 its tiled
+# path won on the MiniLM shapes in most runs; the LLM-sized ones change sides).  Sparse layers keep their gather, whose
 # work scales with the kept weights (their tile decoding is a Python loop; not measured).
 CROSSOVER = {"pq": ((0, 8),), "rq": ((0, 4),), "kmeans": ((0, 1),),
              "sparse": ((0, 1 << 30),), "uniform": ((0, 1),), "raw": ((0, 1),),
@@ -222,7 +222,7 @@ class LUTLinear:
         buffer by a serial kernel (BLAS holds the cores; a parallel decode between its
         calls made the whole slower), then multiplied as tile @ x2.T into contiguous rows
         of y.T, which BLAS does faster than into a column slice of y (and faster again
-        from a contiguous copy of x2.T: 89 against 103 us per 256x384 tile at batch 64)."""
+        from a contiguous copy of x2.T: benchmarks/bench_kernel_parts.py)."""
         out_t = np.empty((self.out_features, x2.shape[0]), dtype=np.float32)
         if self._tile is None:
             self._tile = np.empty((min(self.tile_rows, self.out_features), self.in_features),

@@ -1,0 +1,127 @@
+"""The parts behind the block k-means and lookup-table figures, each beside a peer in the
+same process.
+
+1. One nearest-center pass over the 73,728 8-dim blocks of a real MiniLM layer against 256
+   centers, on one thread and on all: ours (`assign_nearest`) against faiss's exact search
+   (`IndexFlatL2`, the same threads) and numpy's expanded-form distance matrix + argmin.
+2. Decoding one 256x384 tile of W (PQ 8x256, RQ 2x8x256, k-means 4 bits) against numpy
+   fancy indexing of the same codebooks, and against BLAS multiplying that tile at batch
+   64; then decode and multiply in turn (what the tiled path does) against the two apart,
+   and the product from a contiguous copy of x.T against x.T as a view.
+
+    python benchmarks/bench_kernel_parts.py
+"""
+import _harness  # noqa: F401  (first: pins thread counts before numba, BLAS, faiss start)
+
+import faiss
+import numba
+import numpy as np
+from safetensors.numpy import load_file
+
+from _harness import N_THREADS, best_of, header, minilm_safetensors, table
+from lut_bench import CONFIGS, make_layer
+from vqcompress._kernels.assign import assign_nearest
+
+TENSOR = "encoder.layer.0.intermediate.dense.weight"
+
+
+def nearest_rows(X, C, reps):
+    rows = []
+    for threads in sorted({1, N_THREADS}):
+        numba.set_num_threads(threads)
+        faiss.omp_set_num_threads(threads)
+        labels, dists = np.empty(len(X), np.int32), np.empty(len(X))
+        assign_nearest(X, C, labels, dists)
+        index = faiss.IndexFlatL2(C.shape[1])
+        index.add(C)
+        cn = (C.astype(np.float32) ** 2).sum(1)
+
+        def numpy_argmin():
+            return np.argmin(cn - 2 * (X @ C.T), axis=1)
+
+        t_ours, _ = best_of(lambda: assign_nearest(X, C, labels, dists), reps)
+        t_faiss, (_, got) = best_of(lambda: index.search(X, 1), reps)
+        t_np, _ = best_of(numpy_argmin, reps)
+        rows.append({"threads": threads, "ours ms": t_ours * 1e3, "faiss ms": t_faiss * 1e3,
+                     "numpy ms": t_np * 1e3, "ours / faiss": t_ours / t_faiss,
+                     "ours / numpy": t_ours / t_np,
+                     "labels equal faiss's": float(np.mean(got[:, 0] == labels))})
+    numba.set_num_threads(N_THREADS)
+    faiss.omp_set_num_threads(N_THREADS)
+    return rows
+
+
+def numpy_decode(layer, r0, r1):
+    """The same rows by numpy fancy indexing of the layer's codebooks (the peer)."""
+    codes = layer.codes  # (row blocks, positions, lanes) for pq/rq; (rows, n_in) for kmeans
+    if layer.kind == "kmeans":
+        return layer.codebook[codes[r0:r1]]
+    rows = np.arange(r0, r1)
+    c = codes[rows // 16, :, rows % 16]  # (rows, nb * M)
+    M = layer.books.shape[0]
+    nb = c.shape[1] // M
+    out = layer.books[0][c[:, 0::M]]
+    for s in range(1, M):
+        out = out + layer.books[s][c[:, s::M]]
+    return out.reshape(r1 - r0, nb * layer.books.shape[2])[:, :layer.in_features]
+
+
+def tile_rows(rng, reps):
+    rows = []
+    x = rng.normal(size=(64, 384)).astype(np.float32)
+    for cname, make_q in CONFIGS.items():
+        layer = make_layer(make_q, 384, 384, rng)
+        layer._tiled(x)
+        tile = layer._tile
+        x_t, x_view = np.ascontiguousarray(x.T), x.T
+        out = np.empty((384, 64), np.float32)
+
+        def decode_all():
+            for r0 in (0, 256):
+                r1 = min(r0 + 256, 384)
+                layer._decode_into(slice(r0, r1), tile[:r1 - r0], parallel=False)
+
+        def multiply_all(xt):
+            for r0 in (0, 256):
+                r1 = min(r0 + 256, 384)
+                np.matmul(tile[:r1 - r0], xt, out=out[r0:r1])
+
+        def in_turn():
+            for r0 in (0, 256):
+                r1 = min(r0 + 256, 384)
+                layer._decode_into(slice(r0, r1), tile[:r1 - r0], parallel=False)
+                np.matmul(tile[:r1 - r0], x_t, out=out[r0:r1])
+
+        decode_all()
+        np.testing.assert_array_equal(tile[:128], numpy_decode(layer, 256, 384))
+        t_dec, _ = best_of(lambda: layer._decode_into(slice(0, 256), tile, parallel=False), reps)
+        t_np, _ = best_of(lambda: numpy_decode(layer, 0, 256), reps)
+        t_mul, _ = best_of(lambda: np.matmul(tile, x_t, out=out[:256]), reps)
+        t_view, _ = best_of(lambda: np.matmul(tile, x_view, out=out[:256]), reps)
+        t_dall, _ = best_of(decode_all, reps)
+        t_mall, _ = best_of(lambda: multiply_all(x_t), reps)
+        t_turn, _ = best_of(in_turn, reps)
+        rows.append({"config": cname, "decode 256x384 us": t_dec * 1e6,
+                     "numpy decode us": t_np * 1e6, "BLAS tile @ x.T us": t_mul * 1e6,
+                     "BLAS from x.T view us": t_view * 1e6,
+                     "384x384: decode + multiply apart us": (t_dall + t_mall) * 1e6,
+                     "in turn us": t_turn * 1e6})
+    return rows
+
+
+def main():
+    header("Kernel parts: nearest-center pass and tile decoding, beside their peers")
+    W = load_file(minilm_safetensors())[TENSOR]
+    X = np.ascontiguousarray(W.reshape(-1, 8))
+    C = X[np.random.default_rng(0).choice(len(X), 256, replace=False)].copy()
+    print("### One nearest-center pass: 73,728 blocks x 256 centers, d=8\n")
+    table(nearest_rows(X, C, 30), ["threads", "ours ms", "faiss ms", "numpy ms",
+                                   "ours / faiss", "ours / numpy", "labels equal faiss's"])
+    print("\n### One tile of a 384x384 layer, batch 64\n")
+    table(tile_rows(np.random.default_rng(0), 200),
+          ["config", "decode 256x384 us", "numpy decode us", "BLAS tile @ x.T us",
+           "BLAS from x.T view us", "384x384: decode + multiply apart us", "in turn us"])
+
+
+if __name__ == "__main__":
+    main()
