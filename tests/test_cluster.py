@@ -106,6 +106,24 @@ def test_reproducible_from_random_state(rng):
         np.testing.assert_array_equal(a.centers, b.centers)
 
 
+def test_kmeanspp_seeds_from_a_subset_of_large_inputs(rng, monkeypatch):
+    # 40 tight blobs, 100 points each (more than 64 per center), and 1000 far points of
+    # zero weight: the seeds are points of positive weight, one per blob, and the fit is as
+    # good as when seeding from every point
+    from vqcompress import cluster
+    centers = rng.normal(0, 10, size=(40, 3))
+    X = np.concatenate([np.repeat(centers, 100, axis=0) + rng.normal(0, 0.01, (4000, 3)),
+                        rng.normal(1000, 1, (1000, 3))])
+    w = np.r_[np.ones(4000), np.zeros(1000)]
+    seeds = cluster._init_centers(X, w, 40, "kmeans++", np.random.default_rng(1))
+    near = np.linalg.norm(seeds[:, None] - centers[None], axis=2).argmin(axis=1)
+    assert sorted(near) == list(range(40))
+    sub = vq.kmeans(X, 40, sample_weight=w, random_state=1).inertia
+    monkeypatch.setattr(cluster, "SEED_POINTS_PER_CENTER", 10**6)
+    full = vq.kmeans(X, 40, sample_weight=w, random_state=1).inertia
+    assert sub <= full * 1.01
+
+
 def test_empty_clusters_are_reseeded():
     rng = np.random.default_rng(0)
     X = np.concatenate([rng.normal(0, 0.1, (200, 2)), rng.normal(5, 0.1, (200, 2))])
