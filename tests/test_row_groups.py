@@ -52,6 +52,29 @@ def test_recorder_counts_ids_and_the_file_keeps_them(tmp_path):
     np.testing.assert_array_equal(back.counts, counts.counts)
 
 
+def ranked(counts):
+    """Oracle for calibration.rank_rows: a sort on (-count, -looked-up rows among rows
+    i-128 .. i+127, row)."""
+    near = [np.count_nonzero(counts[max(0, i - 128): i + 128]) for i in range(counts.size)]
+    return np.array(sorted(range(counts.size), key=lambda i: (-counts[i], -near[i], i)))
+
+
+def test_rank_rows_orders_by_count_then_by_neighbours_then_by_row():
+    # rows 600-699 looked up, row 10 too: among the never-seen rows, those near 600-699
+    # come before those near row 10, which come before the rest (lower row first)
+    counts = np.zeros(1000, np.int64)
+    counts[600:700] = 1
+    counts[650] = 5
+    counts[10] = 2
+    order = calibration.rank_rows(counts)
+    np.testing.assert_array_equal(order, ranked(counts))
+    assert order[0] == 650 and order[1] == 10 and set(order[2:101]) == set(range(600, 700)) - {650}
+    assert order[101] == 572 and order[-1] == 999  # 572: the first to see all of 600-699
+    for seed in range(5):
+        c = np.random.default_rng(seed).poisson(0.3, size=700)
+        np.testing.assert_array_equal(calibration.rank_rows(c), ranked(c))
+
+
 def _compressed(W, counts, policy=(COLD, HOT), **kw):
     return vq.compress({"t.weight": W}, policy=list(policy),
                        calibration={"t.weight": counts}, **kw)
@@ -62,7 +85,7 @@ def test_hot_rows_are_the_most_used_and_each_member_is_its_rows_compressed_alone
     t = _compressed(W, counts)["t.weight"]
     assert t.method == "rows"
     n = counts.for_rows(300, name="t")
-    hot = np.sort(np.argsort(-n, kind="stable")[:40])  # ties to the lower row
+    hot = np.sort(ranked(n)[:40])
     np.testing.assert_array_equal(np.flatnonzero(t.groups == 0), hot)
     cold = np.setdiff1d(np.arange(300), hot)
     # oracle: each member is exactly what compressing its rows on their own gives

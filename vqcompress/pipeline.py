@@ -356,8 +356,9 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
         output on such inputs (see ``vqcompress.output_aware``; methods kmeans, pq and rq,
         no pruning); the policy option ``calibrate:false`` opts a tensor out.  A table's
         ``calibration.RowCounts`` (how often each row was looked up) serve the policy
-        option ``hot_rows:N``: the N most used rows and the others are stored with
-        settings of their own (see ``vqcompress.policy``); without it they are unused.
+        option ``hot_rows:N``: the N most used rows (``calibration.rank_rows``) and the
+        others are stored with settings of their own (see ``vqcompress.policy``); without
+        it they are unused.
     target_bits_per_weight : float, optional
         A budget for the whole file (its bytes × 8 / all values).  Every eligible tensor no
         policy rule names is compressed with each of ``candidates`` and the combination
@@ -661,15 +662,15 @@ def _compress_one(name, src, path, arr, o, stats=None) -> CompressedTensor:
 
 
 def _row_groups(name, arr, o, counts, raw) -> CompressedTensor:
-    """Tensor ``name`` stored in two members: its ``o['hot_rows']`` most used rows (by
-    ``counts``; ties go to the lower row) with options ``o``, the others with
+    """Tensor ``name`` stored in two members: its ``o['hot_rows']`` most used rows (in
+    the order of ``calibration.rank_rows``) with options ``o``, the others with
     ``o['cold']``.  One bit per row, entropy coded, says which member holds it."""
     hot = {k: v for k, v in o.items() if k not in ("hot_rows", "cold")}
     n = arr.shape[0]
     if o["hot_rows"] >= n:
         return _compress_one(name, {}, None, arr, hot)
     groups = np.ones(n, dtype=np.uint8)
-    groups[np.argsort(-counts, kind="stable")[: o["hot_rows"]]] = 0
+    groups[calib.rank_rows(counts)[: o["hot_rows"]]] = 0
     members = [_compress_one(f"{name}#{part}", {}, None, np.ascontiguousarray(arr[groups == g]),
                              opts) for g, (part, opts) in enumerate((("hot", hot),
                                                                       ("cold", o["cold"])))]

@@ -12,7 +12,9 @@ decides its options, on top of the defaults given to ``compress``.  A spec is ``
 
 ``hot_rows:N`` splits a table by its calibration row counts (``calibration.RowCounts``):
 its N most used rows take the rule's settings, the others those of the first rule that
-matches the name with ``#cold`` appended, so that rule must come first::
+matches the name with ``#cold`` appended, so that rule must come first.  Rows the
+calibration never saw are ranked by how many of their neighbours it saw
+(``calibration.rank_rows``)::
 
     *word_embeddings*#cold=method:pq,bits:8,block_size:8
     *word_embeddings*=method:kmeans,bits:4,hot_rows:2000
