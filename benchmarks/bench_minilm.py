@@ -86,7 +86,7 @@ CALIBRATED = {
 # scalar and 2- and 4-dimensional vector codes, with each tensor's error weighted by its
 # measured sensitivity (allocate.measure_sensitivity on 200 held-out sentences).
 ALLOC_CANDIDATES = ["method:kmeans,bits:2", "method:kmeans,bits:3", "method:kmeans,bits:4",
-                    "method:kmeans,bits:5", "method:pq,block_size:2,bits:6",
+                    "method:kmeans,bits:5", "method:kmeans,bits:6", "method:pq,block_size:2,bits:6",
                     "method:pq,block_size:2,bits:8", "method:pq,block_size:4,bits:8"]
 ALLOCATED = {
     f"allocated {b:g}, word {word}": ["--target-bpw", str(b), "--policy",
@@ -100,18 +100,18 @@ ALLOCATED.update({f"{k}, hadamard": v + ["--hadamard"] for k, v in ALLOCATED.ite
 WORD = "embeddings.word_embeddings.weight"
 
 
-def _hot(n, hot_bits, cold_block):
-    return ["--policy", f"{WORD}#cold=method:pq,bits:8,block_size:{cold_block}",
+def _hot(n, hot_bits, cold_block, cold_bits=8):
+    return ["--policy", f"{WORD}#cold=method:pq,bits:{cold_bits},block_size:{cold_block}",
             "--policy", f"{WORD}=method:kmeans,bits:{hot_bits},hot_rows:{n}"]
 
 
 CALIBRATED["calibrated kmeans 4, word hot 2000 kmeans 4 / pq 8x8"] = \
     ["--method", "kmeans", "--bits", "4"] + _hot(2000, 4, 8)
 ALLOCATED.update({
-    f"allocated {b:g}, word hot {n} kmeans {hb} / pq 8x{cb}, hadamard":
-    ["--target-bpw", str(b), "--hadamard"] + _hot(n, hb, cb) +
+    f"allocated {b:g}, word hot {n} kmeans {hb} / pq {cb}x{cbits}, hadamard":
+    ["--target-bpw", str(b), "--hadamard"] + _hot(n, hb, cb, cbits) +
     [a for c in ALLOC_CANDIDATES for a in ("--candidate", c)]
-    for b, n, hb, cb in ((3.0, 4000, 5, 8), (2.0, 2000, 4, 8), (2.0, 2000, 4, 16))})
+    for b, n, hb, cb, cbits in ((3.0, 4000, 5, 8, 10), (3.0, 4000, 5, 8, 8), (2.0, 2000, 4, 8, 8))})
 
 FAISS = {  # name: (kind, block, bits per stage, stages), the code sizes of our PQ/RQ rows
     "faiss pq 8x8 (1 bit)": ("pq", 8, 8, 1),
