@@ -137,6 +137,26 @@ def test_recorder_collects_each_layers_inputs():
     assert rec.stats["l1"].count == 30
 
 
+def test_recorder_mask_leaves_out_padding():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 4, 3)).astype(np.float32)
+    ids = np.array([[5, 6, 7, 0], [8, 0, 0, 0]])
+    mask = np.array([[True, True, True, False], [True, False, False, False]])
+    rec = Recorder()
+    wrapped = rec.wrap({"lin": lambda t: t, "emb": lambda t: t, "pool": lambda t: t})
+    rec.mask = mask
+    wrapped["lin"](x)
+    wrapped["emb"](ids)
+    wrapped["pool"](x[:, 0])  # (batch, hidden): not the mask's shape, recorded whole
+    X = x[mask].astype(np.float64)
+    np.testing.assert_allclose(rec.stats["lin"].xtx, X.T @ X, rtol=1e-6)
+    assert rec.stats["lin"].count == 4 and rec.stats["pool"].count == 2
+    np.testing.assert_array_equal(rec.stats["emb"].counts, np.bincount([5, 6, 7, 8]))
+    rec.mask = mask.astype(np.int8)
+    with pytest.raises(InputError, match="boolean"):
+        wrapped["lin"](x)
+
+
 # --- the output-aware core -------------------------------------------------------------------
 
 def naive_gptq_scalar(W, H, book, damp=0.01):

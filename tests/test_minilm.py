@@ -130,8 +130,15 @@ def test_calibrated_tiny_bert_is_closer_than_data_free(tiny, rng):
     # the word table's rows: how often each token id was looked up
     word = stats["embeddings.word_embeddings.weight"]
     np.testing.assert_array_equal(word.counts, np.bincount(np.concatenate(calib)))
+    pos = stats["embeddings.position_embeddings.weight"].counts
+    np.testing.assert_array_equal(pos, [sum(len(s) > p for s in calib) for p in range(pos.size)])
     q = stats["encoder.layer.1.attention.self.query.weight"]
     np.testing.assert_array_equal(q.xtx, stats["encoder.layer.1.attention.self.value.weight"].xtx)
+    # padded batches, masked, record what one sentence at a time does
+    one = minilm.calibration_stats(enc, [""] * len(calib), tokenizer=lambda _: calib,
+                                   batch_size=1)
+    for n in linear:
+        np.testing.assert_allclose(stats[n].xtx, one[n].xtx, rtol=1e-4, atol=1e-6 * one[n].xtx.max())
     ref = enc.embed_ids(*minilm.pad(held))
     cos = {}
     for label, cal in (("data-free", None), ("calibrated", stats)):

@@ -229,9 +229,10 @@ class BertEncoder:
         B, T = ids.shape
         if T > c.max_position_embeddings:
             raise InputError(f"{T} tokens; the model takes at most {c.max_position_embeddings}")
+        # position and type ids per token, so that a Recorder counts them per token
         x = (L["embeddings.word_embeddings.weight"](ids)
-             + L["embeddings.position_embeddings.weight"](np.arange(T))[None]
-             + L["embeddings.token_type_embeddings.weight"](np.zeros(1, dtype=np.int64)))
+             + L["embeddings.position_embeddings.weight"](np.broadcast_to(np.arange(T), (B, T)))
+             + L["embeddings.token_type_embeddings.weight"](np.zeros((B, T), dtype=np.int64)))
         x = _layer_norm(x.astype(np.float32), nrm["embeddings.LayerNorm.weight"],
                         nrm["embeddings.LayerNorm.bias"], c.layer_norm_eps)
         H = c.num_attention_heads
@@ -282,17 +283,24 @@ class BertEncoder:
         return out
 
 
-def calibration_stats(encoder: BertEncoder, sentences: list[str], *,
+def calibration_stats(encoder: BertEncoder, sentences: list[str], *, batch_size: int = 32,
                       tokenizer: Tokenizer | None = None) -> dict:
-    """{weight name: calibration.Stats} of every linear layer's inputs while ``encoder``
-    embeds ``sentences`` one at a time (so no padding token is counted)."""
+    """{weight name: calibration.Stats or RowCounts} of every layer's inputs while
+    ``encoder`` embeds ``sentences``, in batches of similar length; the recorder's mask
+    leaves the padding out, so the statistics are those of one sentence at a time."""
     from ..nn import Recorder
 
+    tok = tokenizer or Tokenizer()
+    ids = tok(list(sentences))
+    order = np.argsort([-len(i) for i in ids], kind="stable")
     rec = Recorder()
     layers = encoder.layers
     encoder.layers = rec.wrap(layers)
     try:
-        encoder.encode(sentences, batch_size=1, tokenizer=tokenizer)
+        for s in range(0, len(order), batch_size):
+            padded, mask = pad([ids[j] for j in order[s: s + batch_size]])
+            rec.mask = mask > 0
+            encoder.hidden_states(padded, mask)
     finally:
         encoder.layers = layers
     return rec.stats

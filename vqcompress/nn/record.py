@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..calibration import RowCounts, Stats
+from ..errors import InputError
 
 
 class Recorder:
@@ -15,19 +16,31 @@ class Recorder:
     ``RowCounts``.  Memory is one in_features² float64 matrix per recorded layer
     (``diagonal=True``: one vector), or one count per row.
     ``recorder.stats`` is then what ``compress(..., calibration=...)`` and
-    ``calibration.save`` take.  Padding rows are recorded like any other: run unpadded
-    batches (batch size 1 for variable-length text) when padding should not count.
+    ``calibration.save`` take.
+
+    Padded batches: set ``recorder.mask`` to a boolean array of the inputs' leading shape
+    (for text, (batch, tokens), True on real tokens) before running the batch; inputs of
+    that leading shape then count only their rows under True.  Inputs of another leading
+    shape (a pooler's (batch, hidden)) are recorded whole.
     """
 
     def __init__(self, *, diagonal: bool = False):
         self.diagonal = bool(diagonal)
         self.stats: dict[str, Stats | RowCounts] = {}
+        self.mask = None
 
     def wrap(self, layers: dict) -> dict:
         return {name: _Recording(self, name, layer) for name, layer in layers.items()}
 
     def record(self, name: str, x) -> None:
         x = np.asarray(x)
+        if self.mask is not None:
+            mask = np.asarray(self.mask)
+            if mask.dtype != bool:
+                raise InputError(f"recorder mask: expected a boolean array, got {mask.dtype}")
+            floats = x.dtype.kind == "f"
+            if x.shape[: x.ndim - floats] == mask.shape:  # float rows end in features
+                x = x[mask]
         if x.dtype.kind in "iu":
             self.stats.setdefault(name, RowCounts()).add(x, name=f"ids of {name!r}")
             return
