@@ -111,6 +111,15 @@ def pad(ids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return out, mask
 
 
+def batches(ids: list[np.ndarray], batch_size: int):
+    """(positions in ``ids``, padded ids, mask) per batch of sentences of similar length
+    (less padding), as sentence-transformers forms them."""
+    order = np.argsort([-len(i) for i in ids], kind="stable")
+    for s in range(0, len(order), batch_size):
+        sel = order[s: s + batch_size]
+        yield (sel, *pad([ids[j] for j in sel]))
+
+
 # -- the encoder -----------------------------------------------------------------------------
 
 class DenseLinear:
@@ -271,15 +280,11 @@ class BertEncoder:
 
     def encode(self, sentences: list[str], *, batch_size: int = 32,
                tokenizer: Tokenizer | None = None) -> np.ndarray:
-        """Embeddings (n, hidden) of sentences, in their order.  Batches are formed from
-        sentences of similar length (less padding), as sentence-transformers does."""
-        tok = tokenizer or Tokenizer()
-        ids = tok(list(sentences))
-        order = np.argsort([-len(i) for i in ids], kind="stable")
+        """Embeddings (n, hidden) of sentences, in their order (computed in ``batches``)."""
+        ids = (tokenizer or Tokenizer())(list(sentences))
         out = np.empty((len(ids), self.config.hidden_size), dtype=np.float32)
-        for s in range(0, len(order), batch_size):
-            sel = order[s: s + batch_size]
-            out[sel] = self.embed_ids(*pad([ids[j] for j in sel]))
+        for sel, padded, mask in batches(ids, batch_size):
+            out[sel] = self.embed_ids(padded, mask)
         return out
 
 
@@ -290,15 +295,12 @@ def calibration_stats(encoder: BertEncoder, sentences: list[str], *, batch_size:
     leaves the padding out, so the statistics are those of one sentence at a time."""
     from ..nn import Recorder
 
-    tok = tokenizer or Tokenizer()
-    ids = tok(list(sentences))
-    order = np.argsort([-len(i) for i in ids], kind="stable")
+    ids = (tokenizer or Tokenizer())(list(sentences))
     rec = Recorder()
     layers = encoder.layers
     encoder.layers = rec.wrap(layers)
     try:
-        for s in range(0, len(order), batch_size):
-            padded, mask = pad([ids[j] for j in order[s: s + batch_size]])
+        for _, padded, mask in batches(ids, batch_size):
             rec.mask = mask > 0
             encoder.hidden_states(padded, mask)
     finally:
