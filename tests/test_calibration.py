@@ -152,9 +152,8 @@ def test_recorder_mask_leaves_out_padding():
     np.testing.assert_allclose(rec.stats["lin"].xtx, X.T @ X, rtol=1e-6)
     assert rec.stats["lin"].count == 4 and rec.stats["pool"].count == 2
     np.testing.assert_array_equal(rec.stats["emb"].counts, np.bincount([5, 6, 7, 8]))
-    rec.mask = mask.astype(np.int8)
     with pytest.raises(InputError, match="boolean"):
-        wrapped["lin"](x)
+        rec.mask = mask.astype(np.int8)
 
 
 # --- the output-aware core -------------------------------------------------------------------

@@ -27,20 +27,29 @@ class Recorder:
     def __init__(self, *, diagonal: bool = False):
         self.diagonal = bool(diagonal)
         self.stats: dict[str, Stats | RowCounts] = {}
-        self.mask = None
+        self._mask = None
+
+    @property
+    def mask(self):
+        return self._mask
+
+    @mask.setter
+    def mask(self, value):
+        if value is not None:
+            value = np.asarray(value)
+            if value.dtype != bool:
+                raise InputError(f"recorder mask: expected a boolean array, got {value.dtype}")
+        self._mask = value
 
     def wrap(self, layers: dict) -> dict:
         return {name: _Recording(self, name, layer) for name, layer in layers.items()}
 
     def record(self, name: str, x) -> None:
         x = np.asarray(x)
-        if self.mask is not None:
-            mask = np.asarray(self.mask)
-            if mask.dtype != bool:
-                raise InputError(f"recorder mask: expected a boolean array, got {mask.dtype}")
+        if self._mask is not None:
             floats = x.dtype.kind == "f"
-            if x.shape[: x.ndim - floats] == mask.shape:  # float rows end in features
-                x = x[mask]
+            if x.shape[: x.ndim - floats] == self._mask.shape:  # float rows end in features
+                x = x[self._mask]
         if x.dtype.kind in "iu":
             self.stats.setdefault(name, RowCounts()).add(x, name=f"ids of {name!r}")
             return
