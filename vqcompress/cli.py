@@ -242,7 +242,7 @@ def _worker_init(threads: int):
 
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     # OpenBLAS threads spin while they wait, so workers each with a BLAS pool as wide as
-    # the machine slow each other down (an allocated MiniLM run: 468 s, 315 s with this).
+    # the machine slow each other down.
     threadpool_limits(threads)
 
 

@@ -27,8 +27,8 @@ INITS = ("linear", "density", "random", "kmeans++")
 
 # k-means++ seeds from at most this many points per center, drawn at random (Lloyd then
 # runs on all of them): each center costs a pass over the points per trial, which made the
-# seeding most of a large fit (1.27 M blocks, 1024 centers: tens of seconds).  faiss trains
-# on at most 256 points per center altogether.
+# seeding most of a large fit (whole-model PQ: docs/benchmarks.md).  faiss trains on at
+# most 256 points per center altogether.
 SEED_POINTS_PER_CENTER = 64
 
 # The exact DP keeps one int32 argmin per (cluster, distinct value); refuse beyond this.
