@@ -76,19 +76,18 @@ def tile_rows(rng, reps):
         x_t, x_view = np.ascontiguousarray(x.T), x.T
         out = np.empty((384, 64), np.float32)
 
+        tiles = [(0, 256), (256, 384)]  # the tiled path's two tiles of this layer
+
         def decode_all():
-            for r0 in (0, 256):
-                r1 = min(r0 + 256, 384)
+            for r0, r1 in tiles:
                 layer._decode_into(slice(r0, r1), tile[:r1 - r0], parallel=False)
 
         def multiply_all(xt):
-            for r0 in (0, 256):
-                r1 = min(r0 + 256, 384)
+            for r0, r1 in tiles:
                 np.matmul(tile[:r1 - r0], xt, out=out[r0:r1])
 
         def in_turn():
-            for r0 in (0, 256):
-                r1 = min(r0 + 256, 384)
+            for r0, r1 in tiles:
                 layer._decode_into(slice(r0, r1), tile[:r1 - r0], parallel=False)
                 np.matmul(tile[:r1 - r0], x_t, out=out[r0:r1])
 

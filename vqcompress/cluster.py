@@ -315,16 +315,15 @@ def _init_centers(X, w, k, init, rng) -> np.ndarray:
     pos = np.flatnonzero(w > 0)
     if init == "random":
         return X[np.sort(rng.choice(pos, size=k, replace=False))].astype(np.float64)
-    # kmeans++
-    rows = None  # all of them
+    # kmeans++, on a random subset of the points when there are many
     if pos.size > SEED_POINTS_PER_CENTER * k:
         rows = np.sort(rng.choice(pos, size=SEED_POINTS_PER_CENTER * k, replace=False))
-    Xs, ws = (X, w) if rows is None else (X[rows], w[rows])
+        X, w = X[rows], w[rows]
     n_trials = 2 + int(np.log(k))
     uniforms = rng.random((k, n_trials))
     idx = np.empty(k, dtype=np.int64)
-    kmeans_plusplus(np.ascontiguousarray(Xs.T, dtype=np.float64), ws, uniforms, idx)
-    return Xs[idx].astype(np.float64)
+    kmeans_plusplus(np.ascontiguousarray(X.T, dtype=np.float64), w, uniforms, idx)
+    return X[idx].astype(np.float64)
 
 
 def _lloyd(X, w, k, init, max_iter, tol, rng) -> KMeansResult:

@@ -28,8 +28,9 @@ from ..errors import InputError
 # (from this many weights, this batch).  Measured by benchmarks/lut_bench.py (tiled
 # beating lookup; docs/benchmarks.md) since the decoders became vector gathers and sums:
 # pq 8 (4-16 between runs and shapes), rq 4 (2-8), kmeans 1 (1-4: at batch 1 its tiled
-# path won on the MiniLM shapes in most runs; the LLM-sized ones change sides).  Sparse layers keep their gather, whose
-# work scales with the kept weights (their tile decoding is a Python loop; not measured).
+# path won on the MiniLM shapes in most runs; the LLM-sized ones change sides).  Sparse
+# layers keep their gather, whose work scales with the kept weights (their tile decoding
+# is a Python loop; not measured).
 CROSSOVER = {"pq": ((0, 8),), "rq": ((0, 4),), "kmeans": ((0, 1),),
              "sparse": ((0, 1 << 30),), "uniform": ((0, 1),), "raw": ((0, 1),),
              "rows": ((0, 1 << 30),)}  # rows: each member follows its own kind's
