@@ -53,13 +53,13 @@ def nearest_rows(X, C, reps):
 
 def numpy_decode(layer, r0, r1):
     """The same rows by numpy fancy indexing of the layer's codebooks (the peer)."""
-    codes = layer.codes  # (row blocks, positions, lanes) for pq/rq; (rows, n_in) for kmeans
+    codes = layer.codes  # (chunks, row blocks, positions, lanes) for pq/rq; (rows, n_in) for kmeans
     if layer.kind == "kmeans":
         return layer.codebook[codes[r0:r1]]
     rows = np.arange(r0, r1)
-    c = codes[rows // 16, :, rows % 16]  # (rows, nb * M)
-    M = layer.books.shape[0]
-    nb = c.shape[1] // M
+    M, nb = layer.stages, layer.n_blocks
+    c = codes[:, rows // 16, :, rows % 16]  # (rows, chunks, chunk)
+    c = c.reshape(r1 - r0, -1)[:, :nb * M]  # (rows, nb * M)
     out = layer.books[0][c[:, 0::M]]
     for s in range(1, M):
         out = out + layer.books[s][c[:, s::M]]

@@ -8,6 +8,7 @@ from vqcompress._kernels.assign import assign_nearest, center_sums
 from vqcompress._kernels.beam import rq_beam_encode
 from vqcompress._kernels.kmeans1d import dc_tree, label_by_midpoints, optimal_1d, sorted_lloyd
 from vqcompress._kernels.seeding import kmeans_plusplus
+from vqcompress._kernels.simd import dot_table1, dot_table4, gather_sum
 from vqcompress.cluster import _sorted_distinct
 
 
@@ -186,3 +187,39 @@ def test_results_do_not_depend_on_thread_count(rng):
     np.testing.assert_array_equal(a.centers, b.centers)
     np.testing.assert_array_equal(a.labels, b.labels)
     assert a.inertia == b.inertia
+
+
+@pytest.mark.parametrize("kp,w", [(256, 8), (64, 3), (16, 5), (48, 8)])
+def test_dot_table_matches_numpy(rng, kp, w):
+    ct = rng.normal(size=(8, kp)).astype(np.float32)
+    x = rng.normal(size=20).astype(np.float32)
+    want = x[4:4 + w].astype(np.float64) @ ct[:w].astype(np.float64)
+    for op in ([dot_table1, dot_table4] if kp % 64 == 0 else [dot_table1]):
+        tab = np.full(kp + 3, 7.0, np.float32)
+        _call_dot_table(op, ct, x, 4, w, tab)
+        np.testing.assert_allclose(tab[:kp], want, rtol=1e-5, atol=1e-5)
+        assert (tab[kp:] == 7.0).all()  # nothing written past kp
+
+
+def _call_dot_table(op, ct, x, x0, w, tab):
+    @numba.njit
+    def run(ct, x, x0, w, tab):
+        op(ct, x, x0, w, tab)
+    run(ct, x, x0, w, tab)
+
+
+@pytest.mark.parametrize("dtype,K", [(np.uint8, 256), (np.uint16, 300)])
+def test_gather_sum_matches_naive(rng, dtype, K):
+    n = 7
+    table = rng.normal(size=n * K).astype(np.float32)
+    codes = rng.integers(0, K, size=(n, 16)).astype(dtype)
+    acc = rng.normal(size=16).astype(np.float32)
+    want = acc.copy()
+    for i in range(n):  # in order, one float32 add per position
+        want += table[i * K + codes[i].astype(np.int64)]
+
+    @numba.njit
+    def run(acc, table, codes, n, K):
+        gather_sum(acc, table, codes, n, K)
+    run(acc, table, codes, n, K)
+    np.testing.assert_array_equal(acc, want)

@@ -4,6 +4,7 @@ import pytest
 
 import vqcompress as vq
 from vqcompress import FormatError, InputError, nn
+from vqcompress._kernels import lut as nn_lut
 from vqcompress.examples.digits import forward, load_data, load_weights
 
 SETTINGS = {
@@ -188,3 +189,39 @@ def test_embedding_decodes_looked_up_rows(tmp_path, key):
         emb(np.array([500]))
     with pytest.raises(InputError, match="integer"):
         emb(np.array([1.0]))
+
+
+@pytest.mark.parametrize("opts", [dict(method="pq", bits=8, block_size=8),
+                                  dict(method="rq", bits=8, block_size=8, stages=3),
+                                  dict(method="pq", bits=4, block_size=8)])
+def test_lookup_over_many_position_chunks(opts):
+    """403 inputs: 51 blocks (the last 3 wide), so several chunks of positions at 256
+    codewords, the last one partial; residual stages stay with their block; 16 codewords
+    take the narrow table kernel.  Against float64, and the same bits
+    whatever the split of rows between tasks."""
+    r = np.random.default_rng(7)
+    t = vq.compress({"w": r.normal(size=(70, 403)).astype(np.float32)}, **opts)["w"]
+    bias = r.normal(size=70).astype(np.float32)
+    layer = nn.LUTLinear(t, bias, crossover=1 << 30)
+    assert layer.codes.shape[0] > 2 or opts["bits"] == 4  # 16 codewords: one chunk holds all
+    w = layer.dense_weight().astype(np.float64)
+    for batch in (1, 3):
+        x = r.normal(size=(batch, 403)).astype(np.float32)
+        y = layer(x)
+        assert _rel(y, x.astype(np.float64) @ w.T + bias) < 1e-5
+        for tasks in (1, 2, 5):
+            out = np.zeros((batch, layer.codes.shape[1] * 16), np.float32)
+            out[:, :70] = bias  # the layer's sums start from its bias
+            nn_lut.lookup_parallel(x, layer.books_t, layer.per_block, layer.stages,
+                                   layer.codes, out, tasks)
+            np.testing.assert_array_equal(out[:, :70], y)
+
+
+def test_chunk_codes_layout():
+    codes = np.arange(35 * 5, dtype=np.uint16).reshape(35, 5)  # 35 rows, 5 positions
+    c = nn.layers.chunk_codes(codes, 2)
+    assert c.shape == (3, 3, 2, 16)
+    for o in range(35):
+        for p in range(5):
+            assert c[p // 2, o // 16, p % 2, o % 16] == codes[o, p]
+    assert not c[2, :, 1].any() and not c[:, 2, :, 3:].any()  # padding is code 0

@@ -1,17 +1,21 @@
 """Vector operations written as LLVM IR because Numba's vectorisers will not emit them.
 
-``gather_add(acc, table, codes)`` does ``acc[l] += table[codes[l]]`` for the ``LANES``
-lanes at once: a load of ``LANES`` codes, one ``llvm.masked.gather`` of table entries and
-one vector add.  On x86 with AVX-512 that is a single ``vgatherdps`` of 16 floats; where
+``gather_sum(acc, table, codes, n, K)`` adds to ``acc[l]``, for the ``LANES`` lanes at once,
+``table[i*K + codes[i, l]]`` over the n code positions i in order: a load of ``LANES`` codes,
+one ``llvm.masked.gather`` of table entries and one vector add per position, the running
+sum in a register.  On x86 with AVX-512 that is a single ``vgatherdps`` of 16 floats; where
 the CPU has no gather instruction LLVM lowers it to scalar loads, so the result is the same
-everywhere (each lane is one float32 add, in the caller's order).  ``gather_set(dst, table,
-codes)`` is the same gather stored as it is: ``dst[l] = table[codes[l]]``.
+everywhere (each lane is one float32 add, in the caller's order).  ``gather_set(dst,
+table, codes)`` is one such gather stored as it is: ``dst[l] = table[codes[l]]``.
 
 The lookup kernels in ``lut.py`` are built on them: on the development machine (AVX-512)
-a scalar loop took 1.0-1.3 ns per code, this gather 0.45 ns; decoding 256 rows of 384
-scalar (k-means) codes took 46-52 us as a loop (scratch), 33-38 us as gathers
-(benchmarks/bench_kernel_parts.py).  No bounds are checked: callers pass ``LANES`` codes,
-each below the table's length.
+a scalar loop took 1.0-1.3 ns per code, a gather per position 0.45 ns; decoding 256 rows
+of 384 scalar (k-means) codes took 46-52 us as a loop (scratch), 33-38 us as gathers
+(benchmarks/bench_kernel_parts.py).  No bounds are checked: callers pass ``LANES`` codes
+per position, each below K (below the table's length for gather_set).
+
+``dot_table4`` / ``dot_table1`` build a lookup table: the dot products of one input block
+with every codeword (see their comment below).
 
 ``copy8(dst, src)`` moves eight float32 as one vector, ``sum8(dst, a, b)`` stores the sum of
 two: a codeword of an 8-dimensional block into a decoded row, or the sum of two residual
@@ -64,45 +68,42 @@ def _f32_arrays(*tys):
                for t in tys)
 
 
-def _gather(add):
-    @intrinsic
-    def op(typingctx, acc, table, codes):
-        if not (_f32_arrays(acc, table) and isinstance(codes, types.Array)
-                and codes.layout == "C" and codes.dtype in (types.uint8, types.uint16)):
-            return None
-        code_bits = codes.dtype.bitwidth
-
-        def codegen(context, builder, sig, args):
-            f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
-            ptr = ir.PointerType()
-            vf = ir.VectorType(f32, LANES)
-            vi64 = ir.VectorType(i64, LANES)
-            acc_a, tab_a, cod_a = (_address(context, builder, t, v) for t, v in zip(sig.args, args))
-            c = builder.load(builder.inttoptr(cod_a, ptr), typ=ir.VectorType(ir.IntType(code_bits), LANES),
-                             align=code_bits // 8)
-            offsets = builder.shl(builder.zext(c, vi64), ir.Constant(vi64, [2] * LANES))
-            base = _splat(builder, tab_a, vi64)
-            vptr = ir.VectorType(ptr, LANES)
-            ptrs = builder.inttoptr(builder.add(base, offsets), vptr)
-            mask = ir.Constant(ir.VectorType(ir.IntType(1), LANES), [1] * LANES)
-            fn = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vf, [vptr, i32, mask.type, vf]),
-                f"llvm.masked.gather.v{LANES}f32.v{LANES}p0")
-            got = builder.call(fn, [ptrs, ir.Constant(i32, 4), mask, ir.Constant(vf, ir.Undefined)])
-            acc_v = builder.inttoptr(acc_a, ptr)
-            if add:
-                got = builder.fadd(builder.load(acc_v, typ=vf, align=4), got)
-            builder.store(got, acc_v, align=4)
-            return context.get_dummy_value()
-
-        return types.void(acc, table, codes), codegen
-
-    return op
+def _codes_type(codes):
+    return (isinstance(codes, types.Array) and codes.layout == "C"
+            and codes.dtype in (types.uint8, types.uint16))
 
 
-# acc, table float32 arrays, codes uint8 or uint16 (runs of at least LANES from their start)
-gather_add = _gather(add=True)  # acc[l] += table[codes[l]] for l < LANES
-gather_set = _gather(add=False)  # acc[l] = table[codes[l]] for l < LANES
+def _gather_vector(builder, table_address, codes_address, code_bits):
+    """The LANES float32 at table_address + 4 * code, for the LANES codes (unsigned,
+    code_bits wide) from codes_address on (both addresses i64 values)."""
+    f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
+    vf, vi64 = ir.VectorType(f32, LANES), ir.VectorType(i64, LANES)
+    vptr = ir.VectorType(ir.PointerType(), LANES)
+    c = builder.load(builder.inttoptr(codes_address, ir.PointerType()),
+                     typ=ir.VectorType(ir.IntType(code_bits), LANES), align=code_bits // 8)
+    offsets = builder.shl(builder.zext(c, vi64), ir.Constant(vi64, [2] * LANES))
+    ptrs = builder.inttoptr(builder.add(_splat(builder, table_address, vi64), offsets), vptr)
+    mask = ir.Constant(ir.VectorType(ir.IntType(1), LANES), [1] * LANES)
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vf, [vptr, i32, mask.type, vf]),
+        f"llvm.masked.gather.v{LANES}f32.v{LANES}p0")
+    return builder.call(fn, [ptrs, ir.Constant(i32, 4), mask, ir.Constant(vf, ir.Undefined)])
+
+
+@intrinsic
+def gather_set(typingctx, dst, table, codes):
+    """dst[l] = table[codes[l]] for l < LANES; dst, table float32, codes uint8/uint16 (at
+    least LANES from their start)."""
+    if not (_f32_arrays(dst, table) and _codes_type(codes)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        dst_a, tab_a, cod_a = (_address(context, builder, t, v) for t, v in zip(sig.args, args))
+        got = _gather_vector(builder, tab_a, cod_a, sig.args[2].dtype.bitwidth)
+        builder.store(got, builder.inttoptr(dst_a, ir.PointerType()), align=4)
+        return context.get_dummy_value()
+
+    return types.void(dst, table, codes), codegen
 
 
 def _sum8_codegen(context, builder, sig, args):
@@ -211,3 +212,98 @@ def _nearest(rows):
 
 nearest4 = _nearest(4)  # rows i .. i+3 of X
 nearest1 = _nearest(1)  # row i
+
+
+def _dot_table(groups):
+    @intrinsic
+    def dot_table(typingctx, ct, x, x0, w, tab):
+        if not (_f32_arrays(ct, x, tab) and ct.ndim == 2 and isinstance(x0, types.Integer)
+                and isinstance(w, types.Integer)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            f32, i64 = ir.FloatType(), ir.IntType(64)
+            vf = ir.VectorType(f32, LANES)
+            ptr = ir.PointerType()
+            ct_a = context.make_array(sig.args[0])(context, builder, args[0])
+            _, kp = cgutils.unpack_tuple(builder, ct_a.shape, 2)
+            x_p = builder.gep(context.make_array(sig.args[1])(context, builder, args[1]).data,
+                              [context.cast(builder, args[2], sig.args[2], types.int64)],
+                              source_etype=f32)
+            w = context.cast(builder, args[3], sig.args[3], types.int64)
+            tab_p = context.make_array(sig.args[4])(context, builder, args[4]).data
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf, vf, vf]),
+                                                 f"llvm.fma.v{LANES}f32")
+
+            def vec_at(base, index):  # the LANES floats from base[index] on, as a pointer
+                return builder.inttoptr(builder.ptrtoint(
+                    builder.gep(base, [index], source_etype=f32), i64), ptr)
+
+            acc = [cgutils.alloca_once(builder, vf) for _ in range(groups)]
+            step = ir.Constant(i64, LANES * groups)
+            with cgutils.for_range(builder, builder.udiv(kp, step)) as g:
+                for a in acc:
+                    builder.store(ir.Constant(vf, [0.0] * LANES), a)
+                col = builder.mul(g.index, step)
+                with cgutils.for_range(builder, w) as t:
+                    xt = _splat(builder, builder.load(builder.gep(x_p, [t.index], source_etype=f32),
+                                                      typ=f32), vf)
+                    row = builder.add(builder.mul(t.index, kp), col)
+                    for i, a in enumerate(acc):
+                        c = builder.load(vec_at(ct_a.data, builder.add(row, ir.Constant(i64, LANES * i))),
+                                         typ=vf, align=4)
+                        builder.store(builder.call(fma, [xt, c, builder.load(a)]), a)
+                for i, a in enumerate(acc):
+                    builder.store(builder.load(a),
+                                  vec_at(tab_p, builder.add(col, ir.Constant(i64, LANES * i))), align=4)
+            return context.get_dummy_value()
+
+        return types.void(ct, x, x0, w, tab), codegen
+
+    return dot_table
+
+
+# tab[k] = sum over t < w, in order, of x[x0 + t] * ct[t, k] (fused multiply-adds), k < kp:
+# the partial dot products of one input block with every codeword.  ct : (d, kp) float32,
+# the codewords transposed; x : float32 row; tab : float32 with kp elements from its start.
+# Four (dot_table4: kp a multiple of 4 * LANES) or one (dot_table1: of LANES) vector of
+# LANES codewords at a time, their sums kept in registers over the block's dimensions:
+# Numba's loop stored the running sums after every dimension, and one chain of fused
+# multiply-adds at a time waits on each one's latency.
+dot_table4 = _dot_table(4)
+dot_table1 = _dot_table(1)
+
+
+@intrinsic
+def gather_sum(typingctx, acc, table, codes, n, K):
+    """acc[l] += table[i*K + codes[i, l]] for i = 0 .. n-1 in order, every l < LANES: the
+    sum over n code positions of one block of LANES rows, its running sum in a register.
+
+    acc, table : float32 arrays (acc LANES long, table n*K); codes : uint8/uint16 with
+    n*LANES elements from its start (C order, positions then lanes)."""
+    if not (_f32_arrays(acc, table) and _codes_type(codes) and isinstance(n, types.Integer)
+            and isinstance(K, types.Integer)):
+        return None
+    code_bits = codes.dtype.bitwidth
+
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        vf = ir.VectorType(ir.FloatType(), LANES)
+        acc_p = builder.inttoptr(_address(context, builder, sig.args[0], args[0]), ir.PointerType())
+        tab_a = _address(context, builder, sig.args[1], args[1])
+        cod_a = _address(context, builder, sig.args[2], args[2])
+        n = context.cast(builder, args[3], sig.args[3], types.int64)
+        row_bytes = builder.mul(context.cast(builder, args[4], sig.args[4], types.int64),
+                                ir.Constant(i64, 4))
+        sum_p = cgutils.alloca_once(builder, vf)
+        builder.store(builder.load(acc_p, typ=vf, align=4), sum_p)
+        with cgutils.for_range(builder, n) as i:
+            got = _gather_vector(
+                builder, builder.add(tab_a, builder.mul(i.index, row_bytes)),
+                builder.add(cod_a, builder.mul(i.index, ir.Constant(i64, LANES * code_bits // 8))),
+                code_bits)
+            builder.store(builder.fadd(builder.load(sum_p), got), sum_p)
+        builder.store(builder.load(sum_p), acc_p, align=4)
+        return context.get_dummy_value()
+
+    return types.void(acc, table, codes, n, K), codegen

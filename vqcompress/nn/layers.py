@@ -17,6 +17,7 @@
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from .. import rotation
@@ -41,23 +42,30 @@ def default_crossover(kind: str, n_weights: int) -> int:
     return [batch for start, batch in CROSSOVER[kind] if n_weights >= start][-1]
 
 
+# The kinds with a lookup kernel; the others always run tiled (or are raw, or row groups).
+LOOKUP_KINDS = ("pq", "rq", "kmeans", "sparse")
 TILE_ROWS = 256
 # Below this many multiply-or-gathers a call runs the serial kernels: starting Numba's
 # thread pool costs more than the work (the results are the same either way).
 PARALLEL_WORK = 1 << 18
-# The lookup takes as many code positions at a time as keep their tables within this many
-# bytes (half of a 48 KiB L1 data cache), over all rows, before moving on.
+# The lookup takes as many code positions at a time as keep their tables (at batch 1) within
+# this many bytes (half of a 48 KiB L1 data cache), over all rows, before moving on.
 L1_TABLE_BYTES = 24 * 1024
 
 
-def _interleave(codes: np.ndarray) -> np.ndarray:
-    """(rows, P) codes -> (ceil(rows / LANES), P, LANES): the codes of LANES consecutive
-    rows side by side, as the vector gather reads them (extra rows get code 0)."""
+def chunk_codes(codes: np.ndarray, chunk: int) -> np.ndarray:
+    """(rows, P) codes -> (ceil(P / chunk), ceil(rows / LANES), chunk, LANES): position chunk
+    c, row block r holds the codes of rows LANES*r .. LANES*r + LANES-1 side by side at
+    positions chunk*c .. chunk*c + chunk-1 (extra rows and positions get code 0, never
+    read).  The lookup reads one chunk of positions for every row before the next, so each
+    chunk is one contiguous run: with positions inner for whole rows instead, a large
+    layer's pass over a chunk jumped a page per row block and was 2.4x slower
+    (benchmarks/bench_kernel_parts.py)."""
     rows, P = codes.shape
-    nr = -(-rows // LANES)
-    out = np.zeros((nr * LANES, P), dtype=codes.dtype)
-    out[:rows] = codes
-    return np.ascontiguousarray(out.reshape(nr, LANES, P).transpose(0, 2, 1))
+    nr, nc = -(-rows // LANES), -(-P // chunk)
+    out = np.zeros((nr * LANES, nc * chunk), dtype=codes.dtype)
+    out[:rows, :P] = codes
+    return np.ascontiguousarray(out.reshape(nr, LANES, nc, chunk).transpose(2, 0, 3, 1))
 
 
 def _as_input(x, n_in: int, name: str) -> tuple[np.ndarray, tuple]:
@@ -116,18 +124,19 @@ class LUTLinear:
             self.weight = np.ascontiguousarray(tensor.decompress(), dtype=np.float32)
         elif self.kind in ("pq", "rq"):
             q = self.quantizer
-            self.codes = _interleave(tensor.codes.reshape(self.out_features, -1))
+            codes = tensor.codes.reshape(self.out_features, -1)
             self.books = np.ascontiguousarray(q.codebooks_, dtype=np.float32)
             n_books, K, d = self.books.shape
             self.n_blocks = q.n_blocks_
-            self.per_block = n_books == self.n_blocks and self.codes.shape[1] == self.n_blocks \
-                and self.n_blocks > 1
-            # the codebooks laid out for the table product (codebooks are small, so holding
-            # this twin costs little; it is counted in nbytes): one (d, M*K) matrix when
-            # the blocks share their codebooks, else one (d, K) matrix per block
-            self.books_t = np.ascontiguousarray(
-                np.transpose(self.books, (0, 2, 1)) if self.per_block
-                else np.transpose(self.books, (2, 0, 1)).reshape(d, n_books * K))
+            self.stages = codes.shape[1] // self.n_blocks  # M codes per block
+            self.per_block = n_books == self.n_blocks and self.stages == 1 and self.n_blocks > 1
+            # positions per chunk: their tables (K floats each) fill L1_TABLE_BYTES at batch
+            # 1; whole blocks, so that a block's stages share a chunk
+            chunk = max(1, L1_TABLE_BYTES // (K * 4) // self.stages) * self.stages
+            self.codes = chunk_codes(codes, chunk)
+            # the codebooks transposed, (n_books, d, K), as the table kernel reads them
+            # (codebooks are small, so holding this twin costs little; nbytes counts it)
+            self.books_t = np.ascontiguousarray(np.transpose(self.books, (0, 2, 1)))
         elif self.kind == "kmeans":
             self.codes = np.ascontiguousarray(tensor.codes.reshape(self.out_features, -1))
             self.codebook = np.ascontiguousarray(self.quantizer.codebook_, dtype=np.float32)
@@ -169,54 +178,46 @@ class LUTLinear:
         x2, lead = _as_input(x, self.in_features, self.name)
         if self.signs is not None:  # the codes hold W R: y = (x R)(W R)^T
             x2 = rotation.rotate(x2, self.signs)
-        if self.kind == "raw":
-            y = x2 @ self.weight.T
-        elif self.kind == "rows":
-            y = np.empty((x2.shape[0], self.out_features), dtype=np.float32)
-            for m, rows in zip(self.members, self.member_rows):
-                y[:, rows] = m(x2)
-        elif x2.shape[0] >= self.crossover:
-            y = self._tiled(x2)
+        if self.kind in LOOKUP_KINDS and x2.shape[0] < self.crossover:
+            y = self._lookup(x2)  # its sums start from the bias
         else:
-            y = self._lookup(x2)
-        if self.bias is not None:
-            y += self.bias
+            if self.kind == "raw":
+                y = x2 @ self.weight.T
+            elif self.kind == "rows":
+                y = np.empty((x2.shape[0], self.out_features), dtype=np.float32)
+                for m, rows in zip(self.members, self.member_rows):
+                    y[:, rows] = m(x2)
+            else:
+                y = self._tiled(x2)
+            if self.bias is not None:
+                y += self.bias
         return y.reshape(*lead, self.out_features)
 
     def _lookup(self, x2):
+        """x2 @ W.T + bias by the lookup kernels, which add to what ``out`` holds."""
         B = x2.shape[0]
-        out = np.empty((B, self.out_features), dtype=np.float32)
-        work = B * self.codes.size
-        par = work >= PARALLEL_WORK
+        par = B * self.codes.size >= PARALLEL_WORK
+        # pq/rq rows come in blocks of LANES (padded); their kernel fills whole blocks
+        n_out = self.codes.shape[1] * LANES if self.kind in ("pq", "rq") else self.out_features
+        out = np.empty((B, n_out), dtype=np.float32)
+        if self.bias is None:
+            out[...] = 0.0
+        else:
+            out[:, :self.out_features] = self.bias
+            out[:, self.out_features:] = 0.0
         if self.kind in ("pq", "rq"):
-            tables = self._tables(x2)
-            K = self.books.shape[1]
-            chunk = max(1, L1_TABLE_BYTES // (B * K * 4))
-            padded = np.empty((B, self.codes.shape[0] * LANES), dtype=np.float32)
-            (lut.gather_parallel if par else lut.gather)(tables, self.codes, padded, chunk)
-            return padded[:, :self.out_features]
+            if par:
+                lut.lookup_parallel(x2, self.books_t, self.per_block, self.stages, self.codes,
+                                    out, min(self.codes.shape[1], numba.get_num_threads()))
+            else:
+                lut.lookup(x2, self.books_t, self.per_block, self.stages, self.codes, out)
         elif self.kind == "kmeans":
             (lut.scalar_bins_parallel if par else lut.scalar_bins)(
                 x2, self.codes, self.codebook, out)
-        elif self.kind == "sparse":
+        else:
             (lut.sparse_gather_parallel if par else lut.sparse_gather)(
                 x2, self.row_ptr, self.cols, self.codes, self.codebook, out)
-        else:
-            return self._tiled(x2)
-        return out
-
-    def _tables(self, x2) -> np.ndarray:
-        """(B, n_blocks * M * K) partial dot products of each input block with every
-        codeword, as one BLAS product (a batch of them for per-block codebooks)."""
-        B = x2.shape[0]
-        d = self.books.shape[2]
-        nb = self.n_blocks
-        if x2.shape[1] != nb * d:  # the last block is zero-padded, as at compression
-            x2 = np.concatenate([x2, np.zeros((B, nb * d - x2.shape[1]), np.float32)], axis=1)
-        if self.per_block:
-            t = np.matmul(x2.reshape(B, nb, d).transpose(1, 0, 2), self.books_t)
-            return np.ascontiguousarray(t.transpose(1, 0, 2)).reshape(B, -1)
-        return (x2.reshape(B * nb, d) @ self.books_t).reshape(B, -1)
+        return out if n_out == self.out_features else out[:, :self.out_features]
 
     def _tiled(self, x2):
         """x2 @ W.T a tile of rows of W at a time: each tile decoded into the one reusable
@@ -244,7 +245,7 @@ class LUTLinear:
             idx = (np.arange(*rows.indices(self.out_features), dtype=np.int64)
                    if isinstance(rows, slice) else np.asarray(rows, dtype=np.int64))
             (lut.decode_block_rows_parallel if par else lut.decode_block_rows)(
-                self.codes, self.books, idx, self.in_features, out)
+                self.codes, self.books, self.stages, idx, self.in_features, out)
         elif self.kind == "kmeans":
             (lut.decode_scalar_rows_parallel if par else lut.decode_scalar_rows)(
                 self.codes[rows], self.codebook, out)
