@@ -136,19 +136,22 @@ def _decode_blocks(codes, books, M, rows, n_in, out, i0, i1):  # pragma: no cove
     for i in range(i0, i1):
         rb = rows[i] // LANES
         lane = rows[i] % LANES
-        o = out[i]
         for ci in range(n_chunks):
-            c = codes[ci, rb]  # (CH, LANES); taken once per chunk, it keeps the stage loop cheap
             j0 = ci * per
+            n = min(full - j0, per)
+            if n <= 0:
+                break
+            o = out[i, j0 * 8:]
+            c = codes[ci, rb, :, lane]  # this row's codes in the chunk
             if M == 1:
-                for j in range(j0, min(full, j0 + per)):
-                    copy8(o[j * 8:], books[j * pb, c[j - j0, lane]])
+                bk = books[j0:] if pb else books
+                for jj in range(n):
+                    copy8(o[jj * 8:], bk[jj * pb, c[jj]])
             else:  # residual stages add their codewords, in order; two in one vector sum
-                for j in range(j0, min(full, j0 + per)):
-                    q = (j - j0) * M
-                    sum8(o[j * 8:], books[0, c[q, lane]], books[1, c[q + 1, lane]])
+                for jj in range(n):
+                    sum8(o[jj * 8:], books[0, c[jj * M]], books[1, c[jj * M + 1]])
                     for s in range(2, M):
-                        sum8(o[j * 8:], o[j * 8:], books[s, c[q + s, lane]])
+                        sum8(o[jj * 8:], o[jj * 8:], books[s, c[jj * M + s]])
     if full < nb:  # a second pass: a call in the loop above, even untaken, slows it by 40%
         for i in range(i0, i1):
             _decode_tail(codes, books, M, rows[i] // LANES, rows[i] % LANES, n_in, out[i],
