@@ -7,7 +7,7 @@ Numba's thread pool costs tens of microseconds, more than a small layer's whole 
 import numpy as np
 from numba import njit, prange
 
-from .simd import LANES, copy8, dot_table1, dot_table4, gather_set, gather_sum, sum8
+from .simd import LANES, copy8, dot_table1, dot_table4, gather_set, gather_sum, permute_set, sum8
 
 ROW_CHUNK = 64
 
@@ -123,55 +123,61 @@ def sparse_gather_parallel(x, row_ptr, cols, codes, codebook, out):  # pragma: n
                      min(rows, (c + 1) * ROW_CHUNK))
 
 
+@njit(cache=True)
+def _block_offsets(codes, M):  # pragma: no cover - compiled
+    """off[j]: where block j's first code (position j*M) of lane 0, row block 0 sits in
+    ``codes.reshape(-1)``; its stage s is LANES * s further on (a chunk holds whole blocks),
+    row block rb, lane l add rb * CH * LANES + l."""
+    n_chunks, nr, CH, _ = codes.shape
+    off = np.empty(n_chunks * CH // M, dtype=np.uint64)
+    for j in range(off.shape[0]):
+        off[j] = (j * M // CH) * (nr * CH * LANES) + (j * M % CH) * LANES
+    return off
+
+
 @njit(cache=True, inline="never")
 def _decode_blocks(codes, books, M, rows, n_in, out, i0, i1):  # pragma: no cover - compiled
-    n_chunks, _, CH, _ = codes.shape
+    CH = codes.shape[2]
     d = books.shape[2]
     nb = (n_in + d - 1) // d
     pb = 1 if books.shape[0] == nb and M == 1 and nb > 1 else 0  # a codebook per block
-    per = CH // M  # blocks per chunk of positions
+    # A row's codes through a table of block offsets, in one loop over its blocks: a loop
+    # per chunk of positions instead (its bounds unknown to LLVM) was slower.
+    off = _block_offsets(codes, M)
+    flat = codes.reshape(-1)
     # The common case, whole 8-wide blocks, as vectors; everything else in _decode_tail.
     # (Kept out of this loop, the tail and a branch on pb halve its time.)
     full = n_in // 8 if d == 8 else 0
     for i in range(i0, i1):
-        rb = rows[i] // LANES
-        lane = rows[i] % LANES
-        for ci in range(n_chunks):
-            j0 = ci * per
-            n = min(full - j0, per)
-            if n <= 0:
-                break
-            o = out[i, j0 * 8:]
-            c = codes[ci, rb, :, lane]  # this row's codes in the chunk
-            if M == 1:
-                bk = books[j0:] if pb else books
-                for jj in range(n):
-                    copy8(o[jj * 8:], bk[jj * pb, c[jj]])
-            else:  # residual stages add their codewords, in order; two in one vector sum
-                for jj in range(n):
-                    sum8(o[jj * 8:], books[0, c[jj * M]], books[1, c[jj * M + 1]])
-                    for s in range(2, M):
-                        sum8(o[jj * 8:], o[jj * 8:], books[s, c[jj * M + s]])
-    if full < nb:  # a second pass: a call in the loop above, even untaken, slows it by 40%
+        o = out[i]
+        c = flat[rows[i] // LANES * CH * LANES + rows[i] % LANES:]  # this row's codes
+        if M == 1:
+            for j in range(full):
+                copy8(o[j * 8:], books[j * pb, c[off[j]]])
+        else:  # residual stages add their codewords, in order; two in one vector sum
+            for j in range(full):
+                cj = c[off[j]:]
+                sum8(o[j * 8:], books[0, cj[0]], books[1, cj[LANES]])
+                for s in range(2, M):
+                    sum8(o[j * 8:], o[j * 8:], books[s, cj[s * LANES]])
+    if full < nb:  # a second pass: a call in the loop above, even untaken, slowed it
         for i in range(i0, i1):
-            _decode_tail(codes, books, M, rows[i] // LANES, rows[i] % LANES, n_in, out[i],
-                         full, nb, pb)
+            c = flat[rows[i] // LANES * CH * LANES + rows[i] % LANES:]
+            _decode_tail(c, off, books, M, n_in, out[i], full, nb, pb)
 
 
 @njit(cache=True, inline="never")
-def _decode_tail(codes, books, M, rb, lane, n_in, o, j0, nb, pb):  # pragma: no cover
+def _decode_tail(c, off, books, M, n_in, o, j0, nb, pb):  # pragma: no cover - compiled
     d = books.shape[2]
-    CH = codes.shape[2]
     for j in range(j0, nb):
         w = min(d, n_in - j * d)
-        p = j * M
-        c = codes[p // CH, rb, p % CH, lane]
+        code = c[off[j]]
         for t in range(w):
-            o[j * d + t] = books[j * pb, c, t]
+            o[j * d + t] = books[j * pb, code, t]
         for s in range(1, M):
-            c = codes[(p + s) // CH, rb, (p + s) % CH, lane]
+            code = c[off[j] + np.uint64(s * LANES)]
             for t in range(w):
-                o[j * d + t] += books[s, c, t]
+                o[j * d + t] += books[s, code, t]
 
 
 @njit(cache=True)

@@ -59,8 +59,8 @@ def chunk_codes(codes: np.ndarray, chunk: int) -> np.ndarray:
     positions chunk*c .. chunk*c + chunk-1 (extra rows and positions get code 0, never
     read).  The lookup reads one chunk of positions for every row before the next, so each
     chunk is one contiguous run: with positions inner for whole rows instead, a large
-    layer's pass over a chunk jumped a page per row block and was 2.4x slower
-    (benchmarks/bench_kernel_parts.py)."""
+    layer's pass over a chunk would touch a new page for every row block.  The row
+    decoder reaches a row's positions across chunks through a table of offsets."""
     rows, P = codes.shape
     nr, nc = -(-rows // LANES), -(-P // chunk)
     out = np.zeros((nr * LANES, nc * chunk), dtype=codes.dtype)
