@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 
 import naive
+from vqcompress._kernels import simd
 from vqcompress._kernels.assign import assign_nearest, center_sums
 from vqcompress._kernels.beam import rq_beam_encode
 from vqcompress._kernels.kmeans1d import dc_tree, label_by_midpoints, optimal_1d, sorted_lloyd
 from vqcompress._kernels.seeding import kmeans_plusplus
-from vqcompress._kernels.simd import dot_table1, dot_table4, gather_sum
+from vqcompress._kernels.simd import dot_table1, dot_table4, gather_sum, permute_set
 from vqcompress.cluster import _sorted_distinct
 
 
@@ -223,3 +224,20 @@ def test_gather_sum_matches_naive(rng, dtype, K):
         gather_sum(acc, table, codes, n, K)
     run(acc, table, codes, n, K)
     np.testing.assert_array_equal(acc, want)
+
+
+@pytest.mark.parametrize("avx512", [True, False])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_permute_set_matches_indexing(rng, monkeypatch, avx512, dtype):
+    """The in-register lookup, as vpermps and as the gather it falls back to elsewhere."""
+    monkeypatch.setattr(simd, "_has_avx512", lambda context: avx512)
+    table = rng.normal(size=20).astype(np.float32)  # only the first 16 can be picked
+    codes = rng.integers(0, 16, size=16).astype(dtype)
+    dst = np.full(17, 7.0, np.float32)
+
+    @numba.njit  # compiled here, after the patch
+    def run(dst, table, codes):
+        permute_set(dst, table, codes)
+    run(dst, table, codes)
+    np.testing.assert_array_equal(dst[:16], table[codes.astype(np.int64)])
+    assert dst[16] == 7.0

@@ -202,22 +202,39 @@ def decode_block_rows_parallel(codes, books, M, rows, n_in, out):  # pragma: no 
 def _decode_scalar_row(codes, codebook, out):  # pragma: no cover - compiled
     n_in = codes.shape[0]
     full = n_in - n_in % LANES
-    for i in range(0, full, LANES):  # LANES codes at a time, as one gather
-        gather_set(out[i:], codebook, codes[i:])
+    if codebook.shape[0] == LANES:  # the whole codebook in one register
+        for i in range(0, full, LANES):
+            permute_set(out[i:], codebook, codes[i:])
+    else:  # LANES codes at a time, as one gather
+        for i in range(0, full, LANES):
+            gather_set(out[i:], codebook, codes[i:])
     for i in range(full, n_in):
         out[i] = codebook[codes[i]]
 
 
 @njit(cache=True)
+def _register_codebook(codebook):  # pragma: no cover - compiled
+    """A codebook of at most LANES entries padded to LANES (never picked), else itself."""
+    if codebook.shape[0] > LANES:
+        return codebook
+    padded = np.zeros(LANES, dtype=np.float32)
+    padded[:codebook.shape[0]] = codebook
+    return padded
+
+
+@njit(cache=True)
 def decode_scalar_rows(codes, codebook, out):  # pragma: no cover - compiled
     """Serial twin of decode_scalar_rows_parallel."""
+    book = _register_codebook(codebook)
     for o in range(codes.shape[0]):
-        _decode_scalar_row(codes[o], codebook, out[o])
+        _decode_scalar_row(codes[o], book, out[o])
 
 
 @njit(parallel=True, cache=True)
 def decode_scalar_rows_parallel(codes, codebook, out):  # pragma: no cover - compiled
     """out[o, i] = codebook[codes[o, i]] into a caller buffer (r, n_in) float32; codes
-    C-contiguous rows."""
+    C-contiguous rows.  A codebook of up to LANES entries is held in one register and
+    indexed there (simd.permute_set), a larger one read by gathers."""
+    book = _register_codebook(codebook)
     for o in prange(codes.shape[0]):
-        _decode_scalar_row(codes[o], codebook, out[o])
+        _decode_scalar_row(codes[o], book, out[o])

@@ -8,11 +8,13 @@ the CPU has no gather instruction LLVM lowers it to scalar loads, so the result 
 everywhere (each lane is one float32 add, in the caller's order).  ``gather_set(dst,
 table, codes)`` is one such gather stored as it is: ``dst[l] = table[codes[l]]``.
 
-The lookup kernels in ``lut.py`` are built on them: on the development machine (AVX-512)
-a scalar loop took 1.0-1.3 ns per code, a gather per position 0.45 ns; decoding 256 rows
-of 384 scalar (k-means) codes took 46-52 us as a loop (scratch), 33-38 us as gathers
-(benchmarks/bench_kernel_parts.py).  No bounds are checked: callers pass ``LANES`` codes
-per position, each below K (below the table's length for gather_set).
+``permute_set(dst, table, codes)`` is gather_set for a table of at most ``LANES`` entries
+(every code below ``LANES``): with AVX-512 the table sits in one register and a single
+``vpermps`` picks the lanes; elsewhere it is the gather.  Decoding one 256x384 tile of
+4-bit k-means codes takes 29.6 us this way (benchmarks/bench_kernel_parts.py).
+
+The lookup kernels in ``lut.py`` are built on these.  No bounds are checked: callers pass
+``LANES`` codes per position, each below K (below the table's length for gather_set).
 
 ``dot_table4`` / ``dot_table1`` build a lookup table: the dot products of one input block
 with every codeword (see their comment below).
@@ -21,10 +23,9 @@ with every codeword (see their comment below).
 two: a codeword of an 8-dimensional block into a decoded row, or the sum of two residual
 stages' codewords (a third stage adds with ``sum8(dst, dst, c)``).  Numba cannot tell the
 row apart from the codebook, so its loop stores after every load and LLVM keeps them
-scalar.  As vectors, 256 decoded rows of 384 take 21-22 us (one stage) and 46-52 us (two
-stages) in benchmarks/bench_kernel_parts.py; the scalar loop took 58 us for one stage and
-35-85 us for two with the second added to the stored first (scratch measurements).  No
-bounds are checked: every array holds eight elements from its start.
+scalar.  As vectors, 256 decoded rows of 384 take 17.7 us (one stage) and 40.6 us (two
+stages) in benchmarks/bench_kernel_parts.py, where numpy's fancy indexing takes 315 and
+645.  No bounds are checked: every array holds eight elements from its start.
 
 ``nearest4(ct, X, i, labels, dists)`` and ``nearest1`` find the nearest center of rows
 ``i .. i+3`` (or row ``i``) of X: for each group of ``LANES`` centers (8 in float64), one
@@ -100,6 +101,39 @@ def gather_set(typingctx, dst, table, codes):
     def codegen(context, builder, sig, args):
         dst_a, tab_a, cod_a = (_address(context, builder, t, v) for t, v in zip(sig.args, args))
         got = _gather_vector(builder, tab_a, cod_a, sig.args[2].dtype.bitwidth)
+        builder.store(got, builder.inttoptr(dst_a, ir.PointerType()), align=4)
+        return context.get_dummy_value()
+
+    return types.void(dst, table, codes), codegen
+
+
+def _has_avx512(context):
+    """Whether the code being generated may use AVX-512 instructions."""
+    return "+avx512f" in getattr(context.codegen(), "_tm_features", "")
+
+
+@intrinsic
+def permute_set(typingctx, dst, table, codes):
+    """dst[l] = table[codes[l]] for l < LANES, every code below LANES: the table's first
+    LANES floats in one register, picked by one ``vpermps`` where the CPU has AVX-512, by
+    the same gather as gather_set elsewhere; dst, table float32 (table at least LANES
+    long), codes uint8/uint16."""
+    if not (_f32_arrays(dst, table) and _codes_type(codes)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        dst_a, tab_a, cod_a = (_address(context, builder, t, v) for t, v in zip(sig.args, args))
+        bits = sig.args[2].dtype.bitwidth
+        if _has_avx512(context):
+            vf, vi32 = ir.VectorType(ir.FloatType(), LANES), ir.VectorType(ir.IntType(32), LANES)
+            t = builder.load(builder.inttoptr(tab_a, ir.PointerType()), typ=vf, align=4)
+            c = builder.load(builder.inttoptr(cod_a, ir.PointerType()),
+                             typ=ir.VectorType(ir.IntType(bits), LANES), align=bits // 8)
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vf, [vf, vi32]), "llvm.x86.avx512.permvar.sf.512")
+            got = builder.call(fn, [t, builder.zext(c, vi32)])
+        else:
+            got = _gather_vector(builder, tab_a, cod_a, bits)
         builder.store(got, builder.inttoptr(dst_a, ir.PointerType()), align=4)
         return context.get_dummy_value()
 
