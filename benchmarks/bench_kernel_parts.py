@@ -4,10 +4,12 @@ same process.
 1. One nearest-center pass over the 73,728 8-dim blocks of a real MiniLM layer against 256
    centers, on one thread and on all: ours (`assign_nearest`) against faiss's exact search
    (`IndexFlatL2`, the same threads) and numpy's expanded-form distance matrix + argmin.
-2. Decoding one 256x384 tile of W (PQ 8x256, RQ 2x8x256, k-means 4 bits) against numpy
-   fancy indexing of the same codebooks, and against BLAS multiplying that tile at batch
-   64; then decode and multiply in turn (what the tiled path does) against the two apart,
-   and the product from a contiguous copy of x.T against x.T as a view.
+2. The tiled path of 384x384 and 384x1536 layers at batch 64 (PQ 8x256, RQ 2x8x256,
+   k-means 4 bits): decoding one tile of 256 rows against numpy fancy indexing of the same
+   codebooks; BLAS multiplying that tile by a contiguous copy of x.T and by the x.T view,
+   and the copy itself; the whole layer's decode and multiply apart, and in turn (what the
+   tiled path does) with x.T copied once or as a view, these two timed in turn with each
+   other.
 
     python benchmarks/bench_kernel_parts.py
 """
@@ -18,7 +20,7 @@ import numba
 import numpy as np
 from safetensors.numpy import load_file
 
-from _harness import N_THREADS, best_of, header, minilm_safetensors, table
+from _harness import N_THREADS, best_of, best_of_each, header, minilm_safetensors, table
 from lut_bench import CONFIGS, make_layer
 from vqcompress._kernels.assign import assign_nearest
 
@@ -68,43 +70,49 @@ def numpy_decode(layer, r0, r1):
 
 def tile_rows(rng, reps):
     rows = []
-    x = rng.normal(size=(64, 384)).astype(np.float32)
-    for cname, make_q in CONFIGS.items():
-        layer = make_layer(make_q, 384, 384, rng)
-        layer._tiled(x)
-        tile = layer._tile
-        x_t, x_view = np.ascontiguousarray(x.T), x.T
-        out = np.empty((384, 64), np.float32)
+    for n_in in (384, 1536):
+        x = rng.normal(size=(64, n_in)).astype(np.float32)
+        for cname, make_q in CONFIGS.items():
+            layer = make_layer(make_q, 384, n_in, rng)
+            layer._tiled(x)
+            tile = layer._tile
+            x_t, x_view = np.ascontiguousarray(x.T), x.T
+            out = np.empty((384, 64), np.float32)
+            tiles = [(0, 256), (256, 384)]  # the tiled path's two tiles of this layer
 
-        tiles = [(0, 256), (256, 384)]  # the tiled path's two tiles of this layer
+            def decode_all():
+                for r0, r1 in tiles:
+                    layer._decode_into(slice(r0, r1), tile[:r1 - r0], parallel=False)
 
-        def decode_all():
-            for r0, r1 in tiles:
-                layer._decode_into(slice(r0, r1), tile[:r1 - r0], parallel=False)
+            def multiply_all(xt):
+                for r0, r1 in tiles:
+                    np.matmul(tile[:r1 - r0], xt, out=out[r0:r1])
 
-        def multiply_all(xt):
-            for r0, r1 in tiles:
-                np.matmul(tile[:r1 - r0], xt, out=out[r0:r1])
+            def in_turn(copy):  # what the tiled path does, x.T copied or as a view
+                xt = np.ascontiguousarray(x.T) if copy else x.T
+                for r0, r1 in tiles:
+                    layer._decode_into(slice(r0, r1), tile[:r1 - r0], parallel=False)
+                    np.matmul(tile[:r1 - r0], xt, out=out[r0:r1])
 
-        def in_turn():
-            for r0, r1 in tiles:
-                layer._decode_into(slice(r0, r1), tile[:r1 - r0], parallel=False)
-                np.matmul(tile[:r1 - r0], x_t, out=out[r0:r1])
-
-        decode_all()
-        np.testing.assert_array_equal(tile[:128], numpy_decode(layer, 256, 384))
-        t_dec, _ = best_of(lambda: layer._decode_into(slice(0, 256), tile, parallel=False), reps)
-        t_np, _ = best_of(lambda: numpy_decode(layer, 0, 256), reps)
-        t_mul, _ = best_of(lambda: np.matmul(tile, x_t, out=out[:256]), reps)
-        t_view, _ = best_of(lambda: np.matmul(tile, x_view, out=out[:256]), reps)
-        t_dall, _ = best_of(decode_all, reps)
-        t_mall, _ = best_of(lambda: multiply_all(x_t), reps)
-        t_turn, _ = best_of(in_turn, reps)
-        rows.append({"config": cname, "decode 256x384 us": t_dec * 1e6,
-                     "numpy decode us": t_np * 1e6, "BLAS tile @ x.T us": t_mul * 1e6,
-                     "BLAS from x.T view us": t_view * 1e6,
-                     "384x384: decode + multiply apart us": (t_dall + t_mall) * 1e6,
-                     "in turn us": t_turn * 1e6})
+            decode_all()
+            np.testing.assert_array_equal(tile[:128], numpy_decode(layer, 256, 384))
+            t = {name: best_of(fn, reps)[0] for name, fn in {
+                "dec": lambda: layer._decode_into(slice(0, 256), tile, parallel=False),
+                "np": lambda: numpy_decode(layer, 0, 256),
+                "mul": lambda: np.matmul(tile, x_t, out=out[:256]),
+                "view": lambda: np.matmul(tile, x_view, out=out[:256]),
+                "copy x.T": lambda: np.ascontiguousarray(x.T),
+                "dall": decode_all, "mall": lambda: multiply_all(x_view)}.items()}
+            t.update(best_of_each({"turn copy": lambda: in_turn(True),
+                                   "turn view": lambda: in_turn(False)}, reps))
+            rows.append({"layer": f"384x{n_in}", "config": cname,
+                         "decode 256 rows us": t["dec"] * 1e6, "numpy decode us": t["np"] * 1e6,
+                         "BLAS tile @ x.T copy us": t["mul"] * 1e6,
+                         "BLAS tile @ x.T view us": t["view"] * 1e6,
+                         "copy x.T us": t["copy x.T"] * 1e6,
+                         "layer: decode, multiply apart us": (t["dall"] + t["mall"]) * 1e6,
+                         "in turn, x.T view us": t["turn view"] * 1e6,
+                         "in turn, x.T copied us": t["turn copy"] * 1e6})
     return rows
 
 
@@ -116,10 +124,11 @@ def main():
     print("### One nearest-center pass: 73,728 blocks x 256 centers, d=8\n")
     table(nearest_rows(X, C, 30), ["threads", "ours ms", "faiss ms", "numpy ms",
                                    "ours / faiss", "ours / numpy", "labels equal faiss's"])
-    print("\n### One tile of a 384x384 layer, batch 64\n")
+    print("\n### The tiled path of a 384-row layer, batch 64 (tiles of 256 rows)\n")
     table(tile_rows(np.random.default_rng(0), 200),
-          ["config", "decode 256x384 us", "numpy decode us", "BLAS tile @ x.T us",
-           "BLAS from x.T view us", "384x384: decode + multiply apart us", "in turn us"])
+          ["layer", "config", "decode 256 rows us", "numpy decode us", "BLAS tile @ x.T copy us",
+           "BLAS tile @ x.T view us", "copy x.T us", "layer: decode, multiply apart us",
+           "in turn, x.T view us", "in turn, x.T copied us"])
 
 
 if __name__ == "__main__":

@@ -223,13 +223,14 @@ class LUTLinear:
         """x2 @ W.T a tile of rows of W at a time: each tile decoded into the one reusable
         buffer by a serial kernel (BLAS holds the cores; a parallel decode between its
         calls made the whole slower), then multiplied as tile @ x2.T into contiguous rows
-        of y.T, which BLAS does faster than into a column slice of y (and faster again
-        from a contiguous copy of x2.T: benchmarks/bench_kernel_parts.py)."""
+        of y.T, which BLAS does faster than into a column slice of y.  x2.T goes to BLAS
+        as a view: a contiguous copy made each tile's product faster but cost more than it
+        saved, the copy of a wide input most (benchmarks/bench_kernel_parts.py)."""
         out_t = np.empty((self.out_features, x2.shape[0]), dtype=np.float32)
         if self._tile is None:
             self._tile = np.empty((min(self.tile_rows, self.out_features), self.in_features),
                                   dtype=np.float32)
-        x_t = np.ascontiguousarray(x2.T)
+        x_t = x2.T
         for r0 in range(0, self.out_features, self.tile_rows):
             r1 = min(r0 + self.tile_rows, self.out_features)
             tile = self._tile[: r1 - r0]
