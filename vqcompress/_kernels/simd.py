@@ -11,7 +11,7 @@ table, codes)`` is one such gather stored as it is: ``dst[l] = table[codes[l]]``
 ``permute_set(dst, table, codes)`` is gather_set for a table of at most ``LANES`` entries
 (every code below ``LANES``): with AVX-512 the table sits in one register and a single
 ``vpermps`` picks the lanes; elsewhere it is the gather.  Decoding one 256x384 tile of
-4-bit k-means codes takes 29.6 us this way (benchmarks/bench_kernel_parts.py).
+4-bit k-means codes takes 30.2 us this way (benchmarks/bench_kernel_parts.py).
 
 The lookup kernels in ``lut.py`` are built on these.  No bounds are checked: callers pass
 ``LANES`` codes per position, each below K (below the table's length for gather_set).
@@ -23,9 +23,9 @@ with every codeword (see their comment below).
 two: a codeword of an 8-dimensional block into a decoded row, or the sum of two residual
 stages' codewords (a third stage adds with ``sum8(dst, dst, c)``).  Numba cannot tell the
 row apart from the codebook, so its loop stores after every load and LLVM keeps them
-scalar.  As vectors, 256 decoded rows of 384 take 17.7 us (one stage) and 40.6 us (two
-stages) in benchmarks/bench_kernel_parts.py, where numpy's fancy indexing takes 315 and
-645.  No bounds are checked: every array holds eight elements from its start.
+scalar.  As vectors, 256 decoded rows of 384 take 17.8 us (one stage) and 37.3 us (two
+stages) in benchmarks/bench_kernel_parts.py, where numpy's fancy indexing takes 321 and
+591.  No bounds are checked: every array holds eight elements from its start.
 
 ``nearest4(ct, X, i, labels, dists)`` and ``nearest1`` find the nearest center of rows
 ``i .. i+3`` (or row ``i``) of X: for each group of ``LANES`` centers (8 in float64), one
