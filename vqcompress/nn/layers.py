@@ -225,8 +225,8 @@ class LUTLinear:
         calls made the whole slower), then multiplied as tile @ x2.T into contiguous rows
         of y.T, which BLAS does faster than into a column slice of y.  x2.T goes to BLAS
         as a view.  A contiguous copy makes each tile's product faster, but copying a wide
-        x2.T is slow: at batch 64 the layer ran 11-12% faster with the view on 384x1536 and
-        1-7% slower on 384x384 (benchmarks/bench_kernel_parts.py)."""
+        x2.T is slow: at batch 64, with the view, the layer ran 10-12% faster on 384x1536,
+        and on 384x384 between 1% faster and 7% slower (benchmarks/bench_kernel_parts.py)."""
         out_t = np.empty((self.out_features, x2.shape[0]), dtype=np.float32)
         if self._tile is None:
             self._tile = np.empty((min(self.tile_rows, self.out_features), self.in_features),
