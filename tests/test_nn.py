@@ -58,6 +58,8 @@ def test_layer_matches_dense(layers, key, batch, path):
 def test_default_crossover_follows_the_measured_steps(monkeypatch):
     assert nn.default_crossover("pq", 384 * 384) == 8
     assert nn.default_crossover("rq", 10) == 4
+    assert nn.default_crossover("pq", 4096 * 4096) == 16
+    assert nn.default_crossover("rq", 11008 * 4096) == 8
     assert nn.default_crossover("kmeans", 4096 * 4096) == 1
     monkeypatch.setitem(nn.CROSSOVER, "pq", ((0, 16), (1 << 21, 8)))
     assert nn.default_crossover("pq", 384 * 384) == 16
