@@ -28,9 +28,9 @@ from ..errors import InputError
 # Batch size from which the tiled BLAS path is used, per kind and layer size: steps of
 # (from this many weights, this batch).  Measured by benchmarks/lut_bench.py (tiled
 # beating lookup; docs/benchmarks.md) since the lookup builds its tables in-kernel: on the
-# MiniLM shapes pq 8 (4-8 between runs and shapes), rq 4 (2-4); on the LLM-sized ones
-# (16.7 M weights and up) pq 16 (16-64), rq 8 (8-16); kmeans 1 (its tiled path won at
-# batch 1 on every shape but one, once).  Sparse layers keep their gather, whose work
+# MiniLM shapes pq 8 (4-16 between runs and shapes), rq 4 (2-8); on the LLM-sized ones
+# (16.7 M weights and up) pq 16 (16-32), rq 8 (8-16); kmeans 1 (its tiled path won at
+# batch 1 on every shape in both recorded runs).  Sparse layers keep their gather, whose work
 # scales with the kept weights (their tile decoding is a Python loop; not measured).
 CROSSOVER = {"pq": ((0, 8), (1 << 22, 16)), "rq": ((0, 4), (1 << 22, 8)), "kmeans": ((0, 1),),
              "sparse": ((0, 1 << 30),), "uniform": ((0, 1),), "raw": ((0, 1),),
