@@ -47,6 +47,19 @@ def test_padding_does_not_change_a_sentence(tiny, rng):
     np.testing.assert_allclose(alone, batched, atol=1e-6)
 
 
+def test_resuming_from_a_layer_matches_the_whole_pass(tiny, rng):
+    """Layer 1's weights changed: the pass from layer 1's recorded input gives the same
+    bits as the whole pass, which the unchanged layer 0 would have repeated."""
+    ids, mask = minilm.pad(_sentences(rng, 4))
+    inputs = []
+    minilm.BertEncoder.from_weights(tiny, TINY).embed_ids(ids, mask, inputs=inputs)
+    assert len(inputs) == TINY.num_hidden_layers
+    name = "encoder.layer.1.intermediate.dense.weight"
+    changed = minilm.BertEncoder.from_weights({**tiny, name: tiny[name] * 1.5}, TINY)
+    np.testing.assert_array_equal(changed.embed_ids(ids, mask, start=1, x=inputs[1]),
+                                  changed.embed_ids(ids, mask))
+
+
 @pytest.mark.parametrize("opts", [["--method", "pq", "--bits", "6", "--block-size", "4"],
                                   ["--method", "kmeans", "--bits", "3"],
                                   ["--method", "rq", "--bits", "4", "--block-size", "4"]])

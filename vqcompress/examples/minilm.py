@@ -231,19 +231,27 @@ class BertEncoder:
         return cls(nn.load(model), norms, config)
 
     # -- forward --------------------------------------------------------------------------
-    def hidden_states(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Last hidden states (batch, tokens, hidden) for padded ids and their 0/1 mask."""
+    def hidden_states(self, ids: np.ndarray, mask: np.ndarray, *, start: int = 0,
+                      x: np.ndarray | None = None, inputs: list | None = None) -> np.ndarray:
+        """Last hidden states (batch, tokens, hidden) for padded ids and their 0/1 mask.
+
+        From ``start`` > 0 on, ``x`` is the hidden state entering layer ``start`` (as
+        ``inputs`` collected it) and the layers below are not run: a change to one layer's
+        weights needs only the layers from it up.  ``inputs``, a list, receives the state
+        entering each layer run."""
         c, L, nrm = self.config, self.layers, self.norms
         ids = np.asarray(ids, dtype=np.int64)
         B, T = ids.shape
         if T > c.max_position_embeddings:
             raise InputError(f"{T} tokens; the model takes at most {c.max_position_embeddings}")
-        # position and type ids per token, so that a Recorder counts them per token
-        x = (L["embeddings.word_embeddings.weight"](ids)
-             + L["embeddings.position_embeddings.weight"](np.broadcast_to(np.arange(T), (B, T)))
-             + L["embeddings.token_type_embeddings.weight"](np.zeros((B, T), dtype=np.int64)))
-        x = _layer_norm(x.astype(np.float32), nrm["embeddings.LayerNorm.weight"],
-                        nrm["embeddings.LayerNorm.bias"], c.layer_norm_eps)
+        if start == 0:
+            # position and type ids per token, so that a Recorder counts them per token
+            x = (L["embeddings.word_embeddings.weight"](ids)
+                 + L["embeddings.position_embeddings.weight"](np.broadcast_to(np.arange(T),
+                                                                              (B, T)))
+                 + L["embeddings.token_type_embeddings.weight"](np.zeros((B, T), np.int64)))
+            x = _layer_norm(x.astype(np.float32), nrm["embeddings.LayerNorm.weight"],
+                            nrm["embeddings.LayerNorm.bias"], c.layer_norm_eps)
         H = c.num_attention_heads
         d = c.hidden_size // H
         # additive mask as the reference: the float32 minimum on padded keys
@@ -252,7 +260,9 @@ class BertEncoder:
         def heads(t):  # (B, T, hidden) -> (B, heads, T, d)
             return t.reshape(B, T, H, d).transpose(0, 2, 1, 3)
 
-        for i in range(c.num_hidden_layers):
+        for i in range(start, c.num_hidden_layers):
+            if inputs is not None:
+                inputs.append(x)
             p = f"encoder.layer.{i}."
             q = heads(L[p + "attention.self.query.weight"](x))
             k = heads(L[p + "attention.self.key.weight"](x))
@@ -271,9 +281,10 @@ class BertEncoder:
                             nrm[p + "output.LayerNorm.bias"], c.layer_norm_eps)
         return x
 
-    def embed_ids(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Mean-pooled, L2-normalised sentence embeddings (batch, hidden) of padded ids."""
-        h = self.hidden_states(ids, mask)
+    def embed_ids(self, ids: np.ndarray, mask: np.ndarray, **from_layer) -> np.ndarray:
+        """Mean-pooled, L2-normalised sentence embeddings (batch, hidden) of padded ids
+        (``from_layer``: hidden_states' start, x and inputs)."""
+        h = self.hidden_states(ids, mask, **from_layer)
         m = np.asarray(mask, np.float32)[..., None]
         pooled = (h * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
