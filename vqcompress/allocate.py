@@ -113,7 +113,9 @@ def measure_sensitivity(weights: dict, loss, *, probe: str = "method:kmeans,bits
     evaluated with that tensor decoded and the others as they are; the sensitivity is
     the rise in loss over the tensor's relative error (measured as the allocation
     measures it), assumed to hold at other settings.  One call of ``loss`` per tensor, plus
-    one for the reference.
+    one for the reference (``weights`` itself).  In each probe's dict only the probed
+    tensor is a new object, so a loss can recompute just what depends on it
+    (benchmarks/bench_minilm.py reruns the encoder from the probed layer up).
     """
     from . import calibration as calib
     from .pipeline import compress
