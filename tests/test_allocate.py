@@ -91,13 +91,17 @@ def test_sensitive_layer_gets_more_bits():
     rng = np.random.default_rng(1)
     X = rng.standard_normal((256, 64))
 
+    new = []  # per call, the tensors that are new objects (the documented contract)
+
     def loss(weights):
+        new.append([k for k in weights if weights[k] is not w[k]])
         y = 10 * X @ weights["a.weight"].T + X @ weights["b.weight"].T
         ref = 10 * X @ w["a.weight"].T + X @ w["b.weight"].T
         return float(np.mean((y - ref) ** 2))
 
     sens = allocate.measure_sensitivity(w, loss, names=["a.weight", "b.weight"])
     assert sens["a.weight"] > 50 * sens["b.weight"] > 0
+    assert new == [[], ["a.weight"], ["b.weight"]]
     m = vq.compress(w, target_bits_per_weight=4.0, sensitivity=sens,
                     policy=["c.weight=method:kmeans,bits:4"])
     assert m["a.weight"].quantizer.n_bits > m["b.weight"].quantizer.n_bits
