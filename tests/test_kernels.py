@@ -241,3 +241,26 @@ def test_permute_set_matches_indexing(rng, monkeypatch, avx512, dtype):
     run(dst, table, codes)
     np.testing.assert_array_equal(dst[:16], table[codes.astype(np.int64)])
     assert dst[16] == 7.0
+
+
+@pytest.mark.parametrize("T,P", [(1, 4), (1, 40), (2, 30)])
+def test_gram_by_unknown_matches_one_hot_products(rng, T, P):
+    """Against sum over rows i of M_iᵀ H M_i, M_i (n, P) the row's decoder map (the sum of
+    the one-hot rows of its T terms), in float64."""
+    from vqcompress._kernels.refit import gram_by_unknown
+    out, n = 7, 9
+    idx = rng.integers(0, P, size=(T, out, n)).astype(np.int32)
+    G = rng.normal(size=(n, n))
+    H = G @ G.T
+    flat = idx.reshape(-1)
+    order = np.argsort(flat, kind="stable")
+    starts = np.searchsorted(flat[order], np.arange(P + 1))
+    A = np.zeros((P, P))
+    gram_by_unknown(idx, order, starts, H, A)
+    want = np.zeros((P, P))
+    for i in range(out):
+        M = np.zeros((n, P))
+        for t in range(T):
+            M[np.arange(n), idx[t, i]] += 1
+        want += M.T @ H @ M
+    np.testing.assert_allclose(A, want, rtol=1e-12, atol=1e-12)
