@@ -187,6 +187,27 @@ def test_gptq_scalar_matches_naive_optimal_brain_surgeon():
     assert np.mean(codes == want) > 0.999  # ties at midpoints may round either way
 
 
+def test_inverse_cholesky_is_reused_for_the_same_statistics_only(monkeypatch):
+    """The allocation fits a tensor at several settings with one H: the factor is computed
+    once, read-only, and a different H or damping gets its own."""
+    monkeypatch.setattr(output_aware, "_FACTORS", {})
+    calls = []
+    factor = output_aware._factor
+    monkeypatch.setattr(output_aware, "_factor", lambda H, d: calls.append(1) or factor(H, d))
+    _, X = anisotropic(out=8, n=20, rows=200)
+    H = X.T.astype(np.float64) @ X / X.shape[0]
+    U = output_aware._inverse_cholesky(H, 0.01)
+    np.testing.assert_allclose(U.T @ U, np.linalg.inv(H + 0.01 * np.mean(np.diag(H)) *
+                                                      np.eye(20)), rtol=1e-8, atol=1e-10)
+    assert output_aware._inverse_cholesky(H.copy(), 0.01) is U and len(calls) == 1
+    assert not U.flags.writeable
+    H2 = H.copy()
+    H2[0, 0] *= 1.01
+    output_aware._inverse_cholesky(H2, 0.01)
+    output_aware._inverse_cholesky(H, 0.02)
+    assert len(calls) == 3
+
+
 def test_gptq_with_diagonal_statistics_is_nearest_rounding():
     W, X = anisotropic()
     H = np.diag(np.mean(X.astype(np.float64) ** 2, axis=0))

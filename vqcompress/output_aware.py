@@ -21,6 +21,7 @@ the three kinds, and a valid ``Stats``.
 """
 from __future__ import annotations
 
+import hashlib
 import warnings
 
 import numpy as np
@@ -88,8 +89,27 @@ def fit_encode(q, W: np.ndarray, stats, *, damp: float = 0.01, rounds: int = 1):
 # --- the linear algebra ---------------------------------------------------------------------
 
 
+# The last few factors by their input: the allocation fits each tensor at every candidate
+# setting, in turn, with the same statistics (and, for one block size, the same order).
+_FACTORS: dict = {}
+_FACTORS_KEPT = 4
+
+
 def _inverse_cholesky(H, damp):
-    """Upper U with UᵀU = (H + λI)⁻¹, λ = damp × mean diagonal (dead inputs included)."""
+    """Upper U with UᵀU = (H + λI)⁻¹, λ = damp × mean diagonal (dead inputs included);
+    a factor computed for the same H and damp moments ago is reused (read-only)."""
+    H = np.ascontiguousarray(H)
+    key = (hashlib.blake2b(H.view(np.uint8), digest_size=16).digest(), H.shape, float(damp))
+    if key not in _FACTORS:
+        if len(_FACTORS) >= _FACTORS_KEPT:
+            del _FACTORS[next(iter(_FACTORS))]
+        U = _factor(H, damp)
+        U.setflags(write=False)
+        _FACTORS[key] = U
+    return _FACTORS[key]
+
+
+def _factor(H, damp):
     diag = np.diag(H)
     lam = damp * (float(diag.mean()) if diag.any() else 1.0)
     Hd = H + lam * np.eye(H.shape[0])
