@@ -206,6 +206,10 @@ def test_inverse_cholesky_is_reused_for_the_same_statistics_only(monkeypatch):
     output_aware._inverse_cholesky(H2, 0.01)
     output_aware._inverse_cholesky(H, 0.02)
     assert len(calls) == 3
+    monkeypatch.setattr(output_aware, "_FACTORS_BYTES", 2 * U.nbytes)  # room for two
+    output_aware._inverse_cholesky(H, 0.03)
+    assert len(output_aware._FACTORS) == 2  # the oldest ones went
+    assert output_aware._inverse_cholesky(H, 0.03) is not None and len(calls) == 4
 
 
 def test_gptq_with_diagonal_statistics_is_nearest_rounding():

@@ -89,10 +89,11 @@ def fit_encode(q, W: np.ndarray, stats, *, damp: float = 0.01, rounds: int = 1):
 # --- the linear algebra ---------------------------------------------------------------------
 
 
-# The last few factors by their input: the allocation fits each tensor at every candidate
+# The latest factors by their input: the allocation fits each tensor at every candidate
 # setting, in turn, with the same statistics (and, for one block size, the same order).
+# At most this many bytes are kept, so a large model's factors are not held after its fits.
 _FACTORS: dict = {}
-_FACTORS_KEPT = 4
+_FACTORS_BYTES = 64 << 20
 
 
 def _inverse_cholesky(H, damp):
@@ -100,13 +101,15 @@ def _inverse_cholesky(H, damp):
     a factor computed for the same H and damp moments ago is reused (read-only)."""
     H = np.ascontiguousarray(H)
     key = (hashlib.blake2b(H.view(np.uint8), digest_size=16).digest(), H.shape, float(damp))
-    if key not in _FACTORS:
-        if len(_FACTORS) >= _FACTORS_KEPT:
-            del _FACTORS[next(iter(_FACTORS))]
-        U = _factor(H, damp)
-        U.setflags(write=False)
+    if key in _FACTORS:
+        return _FACTORS[key]
+    U = _factor(H, damp)
+    U.setflags(write=False)
+    if U.nbytes <= _FACTORS_BYTES:
+        while sum(f.nbytes for f in _FACTORS.values()) + U.nbytes > _FACTORS_BYTES:
+            del _FACTORS[next(iter(_FACTORS))]  # the oldest
         _FACTORS[key] = U
-    return _FACTORS[key]
+    return U
 
 
 def _factor(H, damp):
