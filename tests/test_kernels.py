@@ -226,13 +226,15 @@ def test_gather_sum_matches_naive(rng, dtype, K):
     np.testing.assert_array_equal(acc, want)
 
 
-@pytest.mark.parametrize("avx512", [True, False])
+@pytest.mark.parametrize("isa", ["avx512", "avx2", ""])
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
-def test_permute_set_matches_indexing(rng, monkeypatch, avx512, dtype):
-    """The in-register lookup, as vpermps and as the gather it falls back to elsewhere."""
-    if avx512 and not simd._has_avx512(numba.core.registry.cpu_target.target_context):
-        pytest.skip("this CPU has no AVX-512: vpermps cannot be compiled for it")
-    monkeypatch.setattr(simd, "_has_avx512", lambda context: avx512)
+def test_permute_set_matches_indexing(rng, monkeypatch, isa, dtype):
+    """The in-register lookup, as one 16-float vpermps, as two 8-float ones per half and
+    as the gather it falls back to elsewhere."""
+    widths = ["", "avx2", "avx512"]
+    if widths.index(isa) > widths.index(simd._isa(numba.core.registry.cpu_target.target_context)):
+        pytest.skip(f"this CPU has no {isa}: its permute cannot be compiled for it")
+    monkeypatch.setattr(simd, "_isa", lambda context: isa)
     table = rng.normal(size=20).astype(np.float32)  # only the first 16 can be picked
     codes = rng.integers(0, 16, size=16).astype(dtype)
     dst = np.full(17, 7.0, np.float32)
