@@ -209,8 +209,20 @@ def _call_dot_table(op, ct, x, x0, w, tab):
     run(ct, x, x0, w, tab)
 
 
+def _compile_for(monkeypatch, isa):
+    """Make simd's kernels compiled from here on take the ``isa`` branch, or skip the test
+    when this CPU cannot run it."""
+    widths = ["", "avx2", "avx512"]
+    if widths.index(isa) > widths.index(simd._isa(numba.core.registry.cpu_target.target_context)):
+        pytest.skip(f"this CPU has no {isa}")
+    monkeypatch.setattr(simd, "_isa", lambda context: isa)
+
+
+@pytest.mark.parametrize("isa", ["avx2", ""])
 @pytest.mark.parametrize("dtype,K", [(np.uint8, 256), (np.uint16, 300)])
-def test_gather_sum_matches_naive(rng, dtype, K):
+def test_gather_sum_matches_naive(rng, monkeypatch, isa, dtype, K):
+    """As the generic gather LLVM lowers for the CPU and as the AVX2 instruction."""
+    _compile_for(monkeypatch, isa)
     n = 7
     table = rng.normal(size=n * K).astype(np.float32)
     codes = rng.integers(0, K, size=(n, 16)).astype(dtype)
@@ -219,7 +231,7 @@ def test_gather_sum_matches_naive(rng, dtype, K):
     for i in range(n):  # in order, one float32 add per position
         want += table[i * K + codes[i].astype(np.int64)]
 
-    @numba.njit
+    @numba.njit  # compiled here, after the patch
     def run(acc, table, codes, n, K):
         gather_sum(acc, table, codes, n, K)
     run(acc, table, codes, n, K)
@@ -231,10 +243,7 @@ def test_gather_sum_matches_naive(rng, dtype, K):
 def test_permute_set_matches_indexing(rng, monkeypatch, isa, dtype):
     """The in-register lookup, as one 16-float vpermps, as two 8-float ones per half and
     as the gather it falls back to elsewhere."""
-    widths = ["", "avx2", "avx512"]
-    if widths.index(isa) > widths.index(simd._isa(numba.core.registry.cpu_target.target_context)):
-        pytest.skip(f"this CPU has no {isa}: its permute cannot be compiled for it")
-    monkeypatch.setattr(simd, "_isa", lambda context: isa)
+    _compile_for(monkeypatch, isa)
     table = rng.normal(size=20).astype(np.float32)  # only the first 16 can be picked
     codes = rng.integers(0, 16, size=16).astype(dtype)
     dst = np.full(17, 7.0, np.float32)
