@@ -31,7 +31,7 @@ from ..errors import InputError
 # docs/benchmarks.md) since the lookup builds its tables in-kernel.  With AVX-512 (a Xeon,
 # two runs): on the MiniLM shapes pq 8 (4-16 between runs and shapes), rq 4 (2-8); on the
 # LLM-sized ones (16.7 M weights and up) pq 16 (16-32), rq 8 (8-16).  With AVX2 (an AMD
-# EPYC, three runs): pq 8 on every shape (4-16), rq 4 (2-8) and 8 on the LLM-sized ones
+# EPYC, four runs): pq 8 on every shape (4-16), rq 4 (2-8) and 8 on the LLM-sized ones
 # (4-8).  kmeans 1: its tiled path won at batch 1 on every shape in every run.  CPUs with
 # neither take the AVX2 steps (not measured).  Sparse layers keep their gather, whose work
 # scales with the kept weights (their tile decoding is a Python loop; not measured).
