@@ -2,13 +2,13 @@
 
 ``gather_sum(acc, table, codes, n, K)`` adds to ``acc[l]``, for the ``LANES`` lanes at once,
 ``table[i*K + codes[i, l]]`` over the n code positions i in order: a load of ``LANES`` codes,
-one gather of table entries and one vector add per position, the running sum in a
-register.  On x86 with AVX-512 that is a single ``vgatherdps`` of 16 floats; with AVX2, two
-of 8 (written out: for AMD Zen 3 LLVM turns its generic gather into scalar loads, which
-took 9.8 us against 8.9 for a 384x384 PQ layer's 1,152 gathers in a scratch A/B); where
-the CPU has no gather instruction LLVM lowers it to scalar loads, so the result is the same
-everywhere (each lane is one float32 add, in the caller's order).  ``gather_set(dst,
-table, codes)`` is one such gather stored as it is: ``dst[l] = table[codes[l]]``.
+with AVX-512 one ``vgatherdps`` of 16 table entries and one vector add per position, the
+running sum in a register; elsewhere 16 scalar sums, one load and one add each per
+position (see _sum_by_loads: faster than AVX2's gathers on AMD Zen 3).  Each lane is one
+float32 add per position, in the caller's order, so the result is the same everywhere.
+``gather_set(dst, table, codes)`` is one ``llvm.masked.gather`` stored as it is:
+``dst[l] = table[codes[l]]`` (LLVM lowers it to scalar loads where the gather instruction
+is missing or, by its cost model, slow).
 
 ``permute_set(dst, table, codes)`` is gather_set for a table of at most ``LANES`` entries
 (every code below ``LANES``): with AVX-512 the table sits in one register and a single
@@ -83,20 +83,14 @@ def _codes_type(codes):
             and codes.dtype in (types.uint8, types.uint16))
 
 
-def _gather_vector(builder, table_address, codes_address, code_bits, isa=""):
+def _gather_vector(builder, table_address, codes_address, code_bits):
     """The LANES float32 at table_address + 4 * code, for the LANES codes (unsigned,
-    code_bits wide) from codes_address on (both addresses i64 values).
-
-    With ``isa`` "avx2", two ``vgatherdps`` of eight: LLVM's generic gather becomes
-    sixteen scalar loads and inserts where its cost model calls the gather slow (it does
-    for AMD Zen 3), and the instruction was faster there (see gather_sum)."""
+    code_bits wide) from codes_address on (both addresses i64 values)."""
     f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
     vf, vi64 = ir.VectorType(f32, LANES), ir.VectorType(i64, LANES)
     vptr = ir.VectorType(ir.PointerType(), LANES)
     c = builder.load(builder.inttoptr(codes_address, ir.PointerType()),
                      typ=ir.VectorType(ir.IntType(code_bits), LANES), align=code_bits // 8)
-    if isa == "avx2":
-        return _gather_avx2(builder, table_address, builder.zext(c, ir.VectorType(i32, LANES)))
     offsets = builder.shl(builder.zext(c, vi64), ir.Constant(vi64, [2] * LANES))
     ptrs = builder.inttoptr(builder.add(_splat(builder, table_address, vi64), offsets), vptr)
     mask = ir.Constant(ir.VectorType(ir.IntType(1), LANES), [1] * LANES)
@@ -104,25 +98,6 @@ def _gather_vector(builder, table_address, codes_address, code_bits, isa=""):
         builder.module, ir.FunctionType(vf, [vptr, i32, mask.type, vf]),
         f"llvm.masked.gather.v{LANES}f32.v{LANES}p0")
     return builder.call(fn, [ptrs, ir.Constant(i32, 4), mask, ir.Constant(vf, ir.Undefined)])
-
-
-def _gather_avx2(builder, table_address, codes32):
-    """_gather_vector by the AVX2 gather instruction, eight lanes at a time."""
-    i8, i32 = ir.IntType(8), ir.IntType(32)
-    v8f, v8i = ir.VectorType(ir.FloatType(), 8), ir.VectorType(i32, 8)
-    fn = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(v8f, [v8f, ir.PointerType(), v8i, v8f, i8]),
-        "llvm.x86.avx2.gather.d.ps.256")
-    base = builder.inttoptr(table_address, ir.PointerType())
-    every = builder.bitcast(ir.Constant(v8i, [-1] * 8), v8f)  # sign bits set: every lane
-    undef = ir.Constant(codes32.type, ir.Undefined)
-    halves = [builder.call(fn, [ir.Constant(v8f, [0.0] * 8), base,
-                                builder.shuffle_vector(codes32, undef, ir.Constant(
-                                    v8i, list(range(8 * h, 8 * h + 8)))),
-                                every, ir.Constant(i8, 4)])
-              for h in range(LANES // 8)]
-    return builder.shuffle_vector(halves[0], halves[1],
-                                  ir.Constant(ir.VectorType(i32, LANES), list(range(LANES))))
 
 
 @intrinsic
@@ -134,7 +109,7 @@ def gather_set(typingctx, dst, table, codes):
 
     def codegen(context, builder, sig, args):
         dst_a, tab_a, cod_a = (_address(context, builder, t, v) for t, v in zip(sig.args, args))
-        got = _gather_vector(builder, tab_a, cod_a, sig.args[2].dtype.bitwidth, _isa(context))
+        got = _gather_vector(builder, tab_a, cod_a, sig.args[2].dtype.bitwidth)
         builder.store(got, builder.inttoptr(dst_a, ir.PointerType()), align=4)
         return context.get_dummy_value()
 
@@ -379,7 +354,9 @@ dot_table1 = _dot_table(1)
 @intrinsic
 def gather_sum(typingctx, acc, table, codes, n, K):
     """acc[l] += table[i*K + codes[i, l]] for i = 0 .. n-1 in order, every l < LANES: the
-    sum over n code positions of one block of LANES rows, its running sum in a register.
+    sum over n code positions of one block of LANES rows, its running sum in a register
+    (with AVX-512, one vector register and one gather per position; elsewhere LANES
+    scalar registers and LANES loads, the same adds in the same order).
 
     acc, table : float32 arrays (acc LANES long, table n*K); codes : uint8/uint16 with
     n*LANES elements from its start (C order, positions then lanes)."""
@@ -390,23 +367,57 @@ def gather_sum(typingctx, acc, table, codes, n, K):
 
     def codegen(context, builder, sig, args):
         i64 = ir.IntType(64)
-        vf = ir.VectorType(ir.FloatType(), LANES)
-        acc_p = builder.inttoptr(_address(context, builder, sig.args[0], args[0]), ir.PointerType())
+        acc_a = _address(context, builder, sig.args[0], args[0])
         tab_a = _address(context, builder, sig.args[1], args[1])
         cod_a = _address(context, builder, sig.args[2], args[2])
         n = context.cast(builder, args[3], sig.args[3], types.int64)
         row_bytes = builder.mul(context.cast(builder, args[4], sig.args[4], types.int64),
                                 ir.Constant(i64, 4))
-        isa = _isa(context)
-        sum_p = cgutils.alloca_once(builder, vf)
-        builder.store(builder.load(acc_p, typ=vf, align=4), sum_p)
-        with cgutils.for_range(builder, n) as i:
-            got = _gather_vector(
-                builder, builder.add(tab_a, builder.mul(i.index, row_bytes)),
-                builder.add(cod_a, builder.mul(i.index, ir.Constant(i64, LANES * code_bits // 8))),
-                code_bits, isa)
-            builder.store(builder.fadd(builder.load(sum_p), got), sum_p)
-        builder.store(builder.load(sum_p), acc_p, align=4)
+        step = ir.Constant(i64, LANES * code_bits // 8)
+        if _isa(context) == "avx512":
+            _sum_by_gathers(builder, acc_a, tab_a, cod_a, n, row_bytes, step, code_bits)
+        else:
+            _sum_by_loads(builder, acc_a, tab_a, cod_a, n, row_bytes, step, code_bits)
         return context.get_dummy_value()
 
     return types.void(acc, table, codes, n, K), codegen
+
+
+def _sum_by_gathers(builder, acc_a, tab_a, cod_a, n, row_bytes, step, code_bits):
+    """gather_sum as one vector gather and one vector add per position."""
+    vf = ir.VectorType(ir.FloatType(), LANES)
+    acc_p = builder.inttoptr(acc_a, ir.PointerType())
+    sum_p = cgutils.alloca_once(builder, vf)
+    builder.store(builder.load(acc_p, typ=vf, align=4), sum_p)
+    with cgutils.for_range(builder, n) as i:
+        got = _gather_vector(builder, builder.add(tab_a, builder.mul(i.index, row_bytes)),
+                             builder.add(cod_a, builder.mul(i.index, step)), code_bits)
+        builder.store(builder.fadd(builder.load(sum_p), got), sum_p)
+    builder.store(builder.load(sum_p), acc_p, align=4)
+
+
+def _sum_by_loads(builder, acc_a, tab_a, cod_a, n, row_bytes, step, code_bits):
+    """gather_sum as LANES scalar sums, one load and one add each per position.  On AMD
+    Zen 3 (AVX2) LLVM's generic gather became loads and inserts into a vector, and the
+    gather instruction was no faster: for 1,152 positions of 16 rows from tables in L1,
+    5.8 us this way against 8.4 us by two vgatherdps each (scratch A/B, one process)."""
+    i64, f32 = ir.IntType(64), ir.FloatType()
+
+    def at(address, offset):
+        return builder.inttoptr(builder.add(address, ir.Constant(i64, offset)), ir.PointerType())
+
+    sums = []
+    for lane in range(LANES):
+        sums.append(cgutils.alloca_once(builder, f32))
+        builder.store(builder.load(at(acc_a, 4 * lane), typ=f32), sums[-1])
+    with cgutils.for_range(builder, n) as i:
+        row = builder.add(tab_a, builder.mul(i.index, row_bytes))
+        codes = builder.add(cod_a, builder.mul(i.index, step))
+        for lane in range(LANES):
+            c = builder.load(at(codes, lane * code_bits // 8), typ=ir.IntType(code_bits))
+            offset = builder.shl(builder.zext(c, i64), ir.Constant(i64, 2))
+            got = builder.load(builder.inttoptr(builder.add(row, offset), ir.PointerType()),
+                               typ=f32)
+            builder.store(builder.fadd(builder.load(sums[lane]), got), sums[lane])
+    for lane in range(LANES):
+        builder.store(builder.load(sums[lane]), at(acc_a, 4 * lane))
