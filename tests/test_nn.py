@@ -76,6 +76,18 @@ def test_default_crossover_follows_the_measured_steps(monkeypatch):
                                     block_size=8)["w"]).crossover == 16
 
 
+def test_l1_size_read_from_sysfs(tmp_path):
+    from vqcompress.nn.layers import _l1_data_bytes
+    for i, (level, kind, size) in enumerate([("1", "Instruction", "64K"), ("1", "Data", "48K"),
+                                             ("2", "Unified", "2048K")]):
+        d = tmp_path / f"index{i}"
+        d.mkdir()
+        for name, value in (("level", level), ("type", kind), ("size", size)):
+            (d / name).write_text(value + "\n")
+    assert _l1_data_bytes(str(tmp_path)) == 48 * 1024
+    assert _l1_data_bytes(str(tmp_path / "none"), default=12345) == 12345
+
+
 @pytest.mark.parametrize("key", SETTINGS)
 def test_three_d_inputs_and_odd_widths(layers, key):
     layer = layers[key]
