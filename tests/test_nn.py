@@ -56,18 +56,11 @@ def test_layer_matches_dense(layers, key, batch, path):
 
 
 def test_default_crossover_follows_the_measured_steps(monkeypatch):
-    from vqcompress._kernels.simd import host_isa
-    from vqcompress.nn.layers import CROSSOVERS
-    assert nn.CROSSOVER is CROSSOVERS.get(host_isa(), CROSSOVERS["avx2"])
-    big = {"avx512": 16, "avx2": 8}  # pq on LLM-sized layers: the gathers cost more on AVX2
-    for isa, table in CROSSOVERS.items():
-        monkeypatch.setattr(nn.layers, "CROSSOVER", table)
-        assert nn.default_crossover("pq", 384 * 384) == 8
-        assert nn.default_crossover("rq", 10) == 4
-        assert nn.default_crossover("pq", 4096 * 4096) == big[isa]
-        assert nn.default_crossover("rq", 11008 * 4096) == 8
-        assert nn.default_crossover("kmeans", 4096 * 4096) == 1
-    monkeypatch.undo()
+    assert nn.default_crossover("pq", 384 * 384) == 8
+    assert nn.default_crossover("rq", 10) == 4
+    assert nn.default_crossover("pq", 4096 * 4096) == 16
+    assert nn.default_crossover("rq", 11008 * 4096) == 8
+    assert nn.default_crossover("kmeans", 4096 * 4096) == 1
     monkeypatch.setitem(nn.CROSSOVER, "pq", ((0, 16), (1 << 21, 8)))
     assert nn.default_crossover("pq", 384 * 384) == 16
     assert nn.default_crossover("pq", 1 << 21) == 8

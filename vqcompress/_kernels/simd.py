@@ -123,12 +123,6 @@ def _isa(context):
     return "avx512" if "+avx512f" in features else "avx2" if "+avx2" in features else ""
 
 
-def host_isa():
-    """_isa of the machine this process compiles for."""
-    from numba.core.registry import cpu_target
-    return _isa(cpu_target.target_context)
-
-
 def _permute_avx2(builder, tab_a, codes32):
     """permute_set with 8-float registers: the table's two halves in two registers; each
     eight codes pick from both (``vpermps`` reads a code's low three bits) and keep the

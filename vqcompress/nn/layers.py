@@ -24,24 +24,20 @@ import numpy as np
 
 from .. import rotation
 from .._kernels import lut
-from .._kernels.simd import LANES, host_isa
+from .._kernels.simd import LANES
 from ..errors import InputError
 
 # Batch size from which the tiled BLAS path is used, per kind and layer size: steps of
-# (from this many weights, this batch), by the CPU's vector extension (the lookup's gathers
-# cost more without AVX-512).  Measured by benchmarks/lut_bench.py (tiled beating lookup;
-# docs/benchmarks.md) since the lookup builds its tables in-kernel.  With AVX-512 (a Xeon,
-# two runs): on the MiniLM shapes pq 8 (4-16 between runs and shapes), rq 4 (2-8); on the
-# LLM-sized ones (16.7 M weights and up) pq 16 (16-32), rq 8 (8-16).  With AVX2 (an AMD
-# EPYC, four runs): pq 8 on every shape (4-16), rq 4 (2-8) and 8 on the LLM-sized ones
-# (4-8).  kmeans 1: its tiled path won at batch 1 on every shape in every run.  CPUs with
-# neither take the AVX2 steps (not measured).  Sparse layers keep their gather, whose work
+# (from this many weights, this batch).  Measured by benchmarks/lut_bench.py (tiled
+# beating lookup; docs/benchmarks.md) since the lookup builds its tables in-kernel, on an
+# AVX-512 Xeon (two runs) and an AVX2 AMD EPYC (two runs, with its scalar-sum lookup): on
+# the MiniLM shapes pq 8 (4-16 between runs and shapes), rq 4 (2-8); on the LLM-sized ones
+# (16.7 M weights and up) pq 16 (16-32), rq 8 (4-16); kmeans 1 (its tiled path won at
+# batch 1 on every shape in every run).  Sparse layers keep their gather, whose work
 # scales with the kept weights (their tile decoding is a Python loop; not measured).
-_OTHERS = {"kmeans": ((0, 1),), "sparse": ((0, 1 << 30),), "uniform": ((0, 1),),
-           "raw": ((0, 1),), "rows": ((0, 1 << 30),)}  # rows: each member follows its kind's
-CROSSOVERS = {"avx512": {"pq": ((0, 8), (1 << 22, 16)), "rq": ((0, 4), (1 << 22, 8)), **_OTHERS},
-              "avx2": {"pq": ((0, 8),), "rq": ((0, 4), (1 << 22, 8)), **_OTHERS}}
-CROSSOVER = CROSSOVERS.get(host_isa(), CROSSOVERS["avx2"])
+CROSSOVER = {"pq": ((0, 8), (1 << 22, 16)), "rq": ((0, 4), (1 << 22, 8)), "kmeans": ((0, 1),),
+             "sparse": ((0, 1 << 30),), "uniform": ((0, 1),), "raw": ((0, 1),),
+             "rows": ((0, 1 << 30),)}  # rows: each member follows its own kind's
 
 
 def default_crossover(kind: str, n_weights: int) -> int:
