@@ -5,11 +5,34 @@ Nothing here validates input; callers in ``vqcompress.cluster`` and
 faiss ships its own OpenMP runtime, so we never let Numba start a second one in the same
 process (TBB when installed, else Numba's own workqueue).  An explicit
 ``NUMBA_THREADING_LAYER`` in the environment wins.
+
+TBB matters for small layers: a parallel region costs about 2 us to start under TBB (and
+under OpenMP) and 22-130 us under the workqueue (an empty two-task ``prange`` on the 2-core
+AMD EPYC; ``benchmarks/bench_threading.py``).  pip's ``tbb`` package puts libtbb in
+``<prefix>/lib``, where the loader does not look, so it is loaded here first.
 """
+import ctypes
 import os
+import sys
 
 import numba
 
+
+def _load_tbb() -> bool:
+    """Load a pip-installed libtbb so that Numba's TBB layer finds it; False if none."""
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        for name in ("libtbb.so.12", "libtbb.12.dylib"):
+            path = os.path.join(prefix, "lib", name)
+            if os.path.exists(path):
+                try:
+                    ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+                    return True
+                except OSError:
+                    pass
+    return False
+
+
+_load_tbb()  # also for NUMBA_THREADING_LAYER=tbb
 if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
     numba.config.THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
 
