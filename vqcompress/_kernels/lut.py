@@ -12,17 +12,25 @@ from .simd import LANES, copy8, dot_table1, dot_table4, gather_set, gather_sum, 
 ROW_CHUNK = 64
 
 
+# The lookup splits the code positions into this many runs of whole chunks, each summed
+# apart into a buffer of its own and added in order at the end: two tasks then build half
+# the tables each (a split by rows builds every table in every task).  Fixed, so that the
+# sums do not depend on the thread count, and the serial twin splits alike.
+SEGMENTS = 2
+
+
 @njit(cache=True, inline="never")
-def _lookup_rows(x, books_t, per_block, M, codes, out, r0, r1):  # pragma: no cover
-    """Output row blocks r0 .. r1-1 of lookup(): one chunk of code positions at a time, its
-    tables built into a buffer that stays in L1 while every row reads them."""
+def _lookup_rows(x, books_t, per_block, M, codes, out, r0, r1, c0, c1):  # pragma: no cover
+    """Row blocks r0 .. r1-1 of lookup(), over the code positions of chunks c0 .. c1-1: one
+    chunk at a time, its tables built into a buffer that stays in L1 while every row
+    reads them."""
     B, n_in = x.shape
     _, d, K = books_t.shape
-    n_chunks, _, CH, _ = codes.shape
+    _, _, CH, _ = codes.shape
     P = (n_in + d - 1) // d * M
     wide = K % (4 * LANES) == 0
     tab = np.empty((B, CH * K), dtype=np.float32)
-    for ci in range(n_chunks):
+    for ci in range(c0, c1):
         p0 = ci * CH
         n = min(CH, P - p0)
         for b in range(B):
@@ -39,27 +47,57 @@ def _lookup_rows(x, books_t, per_block, M, codes, out, r0, r1):  # pragma: no co
 
 
 @njit(cache=True)
+def _segments(codes, out):  # pragma: no cover - compiled
+    """The segments' chunk bounds, and a zeroed buffer for each segment after the first
+    (the first sums into ``out``)."""
+    n_chunks = codes.shape[0]
+    S = min(SEGMENTS, n_chunks)
+    bounds = np.empty(S + 1, dtype=np.int64)
+    for s in range(S + 1):
+        bounds[s] = s * n_chunks // S
+    return bounds, np.zeros((S - 1,) + out.shape, dtype=np.float32)
+
+
+@njit(cache=True)
+def _add_segments(out, parts):  # pragma: no cover - compiled
+    for s in range(parts.shape[0]):
+        out += parts[s]
+
+
+@njit(cache=True)
 def lookup(x, books_t, per_block, M, codes, out):  # pragma: no cover - compiled
     """Serial twin of lookup_parallel."""
-    _lookup_rows(x, books_t, per_block, M, codes, out, 0, codes.shape[1])
+    bounds, parts = _segments(codes, out)
+    nr = codes.shape[1]
+    for s in range(bounds.shape[0] - 1):
+        _lookup_rows(x, books_t, per_block, M, codes, out if s == 0 else parts[s - 1], 0, nr,
+                     bounds[s], bounds[s + 1])
+    _add_segments(out, parts)
 
 
 @njit(parallel=True, cache=True)
 def lookup_parallel(x, books_t, per_block, M, codes, out, n_tasks):  # pragma: no cover
-    """Product/residual codes: out[b, o] += sum over code positions p, in order, of
-    x[b, block j] . (codeword of row o at p), p = j*M + s for the M stages s.
+    """Product/residual codes: out[b, o] += sum over code positions p of x[b, block j] .
+    (codeword of row o at p), p = j*M + s for the M stages s; each of ``SEGMENTS`` runs of
+    positions summed in order, then the runs added in order.
 
     x : (B, n_in) float32; books_t : (n_books, d, K) float32, the codebooks transposed, one
     per stage (or one per block when ``per_block``); codes : (n_chunks, n_row_blocks, CH,
     LANES) uint8/uint16 as ``nn.layers.chunk_codes`` lays them out; out : (B, n_row_blocks *
-    LANES) float32, holding what the sums start from (the bias, or zeros).  Each of
-    ``n_tasks`` tasks (one per thread) takes a range of row blocks and builds the tables it
-    reads itself (the same values in every task), so no thread waits on another and a
-    row's sum does not depend on the split."""
+    LANES) float32, holding what the sums start from (the bias, or zeros).  About
+    ``n_tasks`` tasks (one per thread): each takes one segment and a range of row blocks,
+    and builds the tables of its segment itself, so no task waits on another and a row's
+    sum does not depend on the split."""
+    bounds, parts = _segments(codes, out)
+    S = bounds.shape[0] - 1
     nr = codes.shape[1]
-    per = (nr + n_tasks - 1) // n_tasks
-    for t in prange(n_tasks):
-        _lookup_rows(x, books_t, per_block, M, codes, out, t * per, min(nr, (t + 1) * per))
+    R = min(nr, max(1, (n_tasks + S - 1) // S))  # row ranges per segment
+    per = (nr + R - 1) // R
+    for t in prange(S * R):
+        s, r = t // R, t % R
+        _lookup_rows(x, books_t, per_block, M, codes, out if s == 0 else parts[s - 1],
+                     r * per, min(nr, (r + 1) * per), bounds[s], bounds[s + 1])
+    _add_segments(out, parts)
 
 
 @njit(cache=True, inline="never")
