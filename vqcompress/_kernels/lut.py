@@ -1,7 +1,8 @@
 """Lookup-table matrix products: outputs computed from codes, never from a dense weight.
 
-Each output row is summed by one thread in a fixed order, so results do not depend on the thread count or on
-whether the serial or the parallel twin runs.  The serial twins exist because starting
+Each output row is summed by one thread in a fixed order (the PQ/RQ lookup: over each of
+its fixed segments of positions, then the segments in order), so results do not depend on
+the thread count or on whether the serial or the parallel twin runs.  The serial twins exist because starting
 Numba's thread pool costs tens of microseconds, more than a small layer's whole work.
 """
 import numpy as np
