@@ -2,8 +2,10 @@
 
 Each output row is summed by one thread in a fixed order (the PQ/RQ lookup: over each of
 its fixed segments of positions, then the segments in order), so results do not depend on
-the thread count or on whether the serial or the parallel twin runs.  The serial twins exist because starting
-Numba's thread pool costs tens of microseconds, more than a small layer's whole work.
+the thread count or on whether the serial or the parallel twin runs.  The serial twins exist because a
+second thread does not pay on a small layer: starting a parallel region costs 2 us under
+TBB and tens of microseconds under Numba's workqueue, and on the 2-core machines measured
+two threads at batch 1 on MiniLM's shapes were no faster than one (docs/benchmarks.md).
 """
 import numpy as np
 from numba import njit, prange
