@@ -8,8 +8,12 @@ same process.
    k-means 4 bits): decoding one tile of 256 rows against numpy fancy indexing of the same
    codebooks; BLAS multiplying that tile by a contiguous copy of x.T and by the x.T view,
    and the copy itself; the whole layer's decode and multiply apart, and in turn (what the
-   tiled path does) with x.T copied once or as a view, these two timed in turn with each
-   other.
+   tiled path does) with x.T copied once or as a view, and with the tile decoded by the
+   parallel kernel, these three timed in turn with each other.
+3. The lookup at batch 1 on the MiniLM shapes (PQ 8x256, RQ 2x8x256): the serial kernel
+   whole and with one row block only (about its tables alone), each timed inside Numba
+   over 200 calls so that no call overhead counts; then, called from Python in turn with
+   BLAS, the serial and the parallel kernel.
 
     python benchmarks/bench_kernel_parts.py
 """
@@ -22,6 +26,7 @@ from safetensors.numpy import load_file
 
 from _harness import N_THREADS, best_of, best_of_each, header, minilm_safetensors, table
 from lut_bench import CONFIGS, make_layer
+from vqcompress._kernels import lut
 from vqcompress._kernels.assign import assign_nearest
 
 TENSOR = "encoder.layer.0.intermediate.dense.weight"
@@ -88,10 +93,10 @@ def tile_rows(rng, reps):
                 for r0, r1 in tiles:
                     np.matmul(tile[:r1 - r0], xt, out=out[r0:r1])
 
-            def in_turn(copy):  # what the tiled path does, x.T copied or as a view
+            def in_turn(copy, par=False):  # what the tiled path does, x.T copied or a view
                 xt = np.ascontiguousarray(x.T) if copy else x.T
                 for r0, r1 in tiles:
-                    layer._decode_into(slice(r0, r1), tile[:r1 - r0], parallel=False)
+                    layer._decode_into(slice(r0, r1), tile[:r1 - r0], parallel=par)
                     np.matmul(tile[:r1 - r0], xt, out=out[r0:r1])
 
             decode_all()
@@ -103,8 +108,10 @@ def tile_rows(rng, reps):
                 "view": lambda: np.matmul(tile, x_view, out=out[:256]),
                 "copy x.T": lambda: np.ascontiguousarray(x.T),
                 "dall": decode_all, "mall": lambda: multiply_all(x_view)}.items()}
+            in_turn(False, True)
             t.update(best_of_each({"turn copy": lambda: in_turn(True),
-                                   "turn view": lambda: in_turn(False)}, reps))
+                                   "turn view": lambda: in_turn(False),
+                                   "turn par": lambda: in_turn(False, True)}, reps))
             rows.append({"layer": f"384x{n_in}", "config": cname,
                          "decode 256 rows us": t["dec"] * 1e6, "numpy decode us": t["np"] * 1e6,
                          "BLAS tile @ x.T copy us": t["mul"] * 1e6,
@@ -112,7 +119,38 @@ def tile_rows(rng, reps):
                          "copy x.T us": t["copy x.T"] * 1e6,
                          "layer: decode, multiply apart us": (t["dall"] + t["mall"]) * 1e6,
                          "in turn, x.T view us": t["turn view"] * 1e6,
-                         "in turn, x.T copied us": t["turn copy"] * 1e6})
+                         "in turn, x.T copied us": t["turn copy"] * 1e6,
+                         "in turn, parallel decode us": t["turn par"] * 1e6})
+    return rows
+
+
+@numba.njit
+def _lookup_repeated(n, x, books_t, per_block, M, codes, out):
+    for _ in range(n):
+        lut.lookup(x, books_t, per_block, M, codes, out)
+
+
+def lookup_rows(rng, reps):
+    rows = []
+    for out_f, n_in in ((384, 384), (1536, 384), (384, 1536)):
+        W = rng.normal(size=(out_f, n_in)).astype(np.float32)
+        x = rng.normal(size=(1, n_in)).astype(np.float32)
+        for cname in ("pq 8x256 (1 bit/w)", "rq 2x8x256 (2 bits/w)"):
+            L = make_layer(CONFIGS[cname], out_f, n_in, rng)
+            args = (x, L.books_t, L.per_block, L.stages)
+            out = np.zeros((1, L.codes.shape[1] * 16), np.float32)
+            one = np.ascontiguousarray(L.codes[:, :1])  # one row block: mostly the tables
+            out1 = np.zeros((1, 16), np.float32)
+            whole = best_of(lambda: _lookup_repeated(200, *args, L.codes, out), reps)[0] / 200
+            tables = best_of(lambda: _lookup_repeated(200, *args, one, out1), reps)[0] / 200
+            serial = lambda: lut.lookup(*args, L.codes, out)  # noqa: E731
+            par = lambda: lut.lookup_parallel(*args, L.codes, out, N_THREADS)  # noqa: E731
+            par()
+            t = best_of_each({"blas": lambda: x @ W.T, "serial": serial, "par": par}, 10 * reps)
+            rows.append({"shape": f"{out_f}x{n_in}", "config": cname,
+                         "kernel us": whole * 1e6, "one row block us": tables * 1e6,
+                         "BLAS us": t["blas"] * 1e6, "serial us": t["serial"] * 1e6,
+                         "parallel us": t["par"] * 1e6, "parallel / serial": t["par"] / t["serial"]})
     return rows
 
 
@@ -128,7 +166,11 @@ def main():
     table(tile_rows(np.random.default_rng(0), 200),
           ["layer", "config", "decode 256 rows us", "numpy decode us", "BLAS tile @ x.T copy us",
            "BLAS tile @ x.T view us", "copy x.T us", "layer: decode, multiply apart us",
-           "in turn, x.T view us", "in turn, x.T copied us"])
+           "in turn, x.T view us", "in turn, x.T copied us", "in turn, parallel decode us"])
+    print(f"\n### The lookup at batch 1, {N_THREADS} threads for the parallel kernel\n")
+    table(lookup_rows(np.random.default_rng(0), 20),
+          ["shape", "config", "kernel us", "one row block us", "BLAS us", "serial us",
+           "parallel us", "parallel / serial"])
 
 
 if __name__ == "__main__":
