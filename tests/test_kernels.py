@@ -1,9 +1,14 @@
 """Every kernel against its naive numpy twin in tests/naive.py."""
+import os
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
 
 import naive
+import vqcompress._kernels as kernels
 from vqcompress._kernels import simd
 from vqcompress._kernels.assign import assign_nearest, center_sums
 from vqcompress._kernels.beam import rq_beam_encode
@@ -283,12 +288,6 @@ def test_threading_layer_is_tbb_where_pip_installed_it():
     """A pip-installed libtbb sits in <prefix>/lib, off the loader's path: the package loads
     it so that Numba's TBB layer (2 us to start a parallel region, against 22-130 us for
     the workqueue) is the one picked.  Run in a child: a process keeps its first layer."""
-    import os
-    import subprocess
-    import sys
-
-    import vqcompress._kernels as kernels
-
     if not kernels._load_tbb():
         pytest.skip("no pip-installed libtbb here")
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING_LAYER")}

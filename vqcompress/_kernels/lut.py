@@ -2,10 +2,11 @@
 
 Each output row is summed by one thread in a fixed order (the PQ/RQ lookup: over each of
 its fixed segments of positions, then the segments in order), so results do not depend on
-the thread count or on whether the serial or the parallel twin runs.  The serial twins exist because a
-second thread does not pay on a small layer: starting a parallel region costs 2 us under
-TBB and tens of microseconds under Numba's workqueue, and on the 2-core machines measured
-two threads at batch 1 on MiniLM's shapes were no faster than one (docs/benchmarks.md).
+the thread count or on whether the serial or the parallel twin runs.  The serial twins
+exist because a second thread does not pay on a small layer: starting a parallel region
+costs 2 us under TBB and tens of microseconds under Numba's workqueue, and on the 2-core
+machine measured, two threads at batch 1 were slower than one on five of six MiniLM
+shapes and codes (docs/benchmarks.md).
 """
 import numpy as np
 from numba import njit, prange

@@ -48,8 +48,9 @@ def default_crossover(kind: str, n_weights: int) -> int:
 # The kinds with a lookup kernel; the others always run tiled (or are raw, or row groups).
 LOOKUP_KINDS = ("pq", "rq", "kmeans", "sparse")
 TILE_ROWS = 256
-# Below this many multiply-or-gathers a call runs the serial kernels: starting Numba's
-# thread pool costs more than the work (the results are the same either way).
+# Below this many multiply-or-gathers a call runs the serial kernels: a second thread did
+# not pay there, even with TBB starting a region in 2 us (benchmarks/bench_kernel_parts.py;
+# the results are the same either way).
 PARALLEL_WORK = 1 << 18
 
 
