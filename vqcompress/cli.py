@@ -10,7 +10,7 @@ import sys
 from . import __version__
 from .allocate import DEFAULT_CANDIDATES
 from .errors import VQCompressError
-from .pipeline import METHODS, compress, load
+from .pipeline import METHODS, compress, load, worker_pool
 from .policy import OPTIONS
 
 
@@ -107,7 +107,7 @@ def cmd_compress(args) -> int:
     src = open_weights(args.input) if show else None  # sizes from the header, not the data
     total = sum(math.prod(src.shape(n)) for n in src) if show else 0
     step, close = _progress(total, show)
-    pool = _pool(args.jobs)
+    pool = worker_pool(args.jobs)
     try:
         model = compress(args.input, method=args.method, bits=args.bits, policy=args.policy,
                          executor=pool,
@@ -221,29 +221,6 @@ def cmd_demo(args) -> int:
         print()
         print(demo.tables(result))
     return 0
-
-
-def _pool(jobs: int):
-    """A process pool of ``jobs`` workers (None for 1), each with its share of the cores
-    for Numba and for BLAS, so the workers do not oversubscribe the machine."""
-    if jobs <= 1:
-        return None
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    return cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"),
-                                  initializer=_worker_init, initargs=(threads,))
-
-
-def _worker_init(threads: int):
-    import numba
-    from threadpoolctl import threadpool_limits
-
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    # OpenBLAS threads spin while they wait, so workers each with a BLAS pool as wide as
-    # the machine slow each other down.
-    threadpool_limits(threads)
 
 
 def _group(value: str):

@@ -423,6 +423,30 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
     return CompressedModel(out, source_bytes=source_bytes)
 
 
+def worker_pool(jobs: int):
+    """A process pool of ``jobs`` workers for ``compress(executor=...)`` (None for 1),
+    each with its share of the cores for Numba and for BLAS, so the workers do not
+    oversubscribe the machine."""
+    if jobs <= 1:
+        return None
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    return cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"),
+                                  initializer=_worker_init, initargs=(threads,))
+
+
+def _worker_init(threads: int):
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    # OpenBLAS threads spin while they wait, so workers each with a BLAS pool as wide as
+    # the machine slow each other down.
+    threadpool_limits(threads)
+
+
 def compress_task(path: str, name: str, options: dict, stats=None) -> CompressedTensor:
     """One unit of parallel work: read tensor ``name`` from ``path`` and compress it
     (with its calibration ``stats``, if any)."""
