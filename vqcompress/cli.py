@@ -117,7 +117,8 @@ def cmd_compress(args) -> int:
                          codebook_dtype=args.codebook_dtype,
                          entropy=args.entropy, prune=args.prune, index_bits=args.index_bits,
                          min_elements=args.min_elements, random_state=args.seed,
-                         calibration=args.calibration, target_bits_per_weight=args.target_bpw,
+                         calibration=args.calibration, correction=args.correction,
+                         target_bits_per_weight=args.target_bpw,
                          candidates=args.candidate, sensitivity=_sensitivity(args.sensitivity),
                          progress=step)
     finally:
@@ -277,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibration statistics (a .safetensors file from "
                         "vqcompress.calibration.save): the 2-D tensors it names are "
                         "quantized for the error of their output on those inputs")
+    c.add_argument("--correction", type=float, default=0.5, metavar="C",
+                   help="for statistics recorded with reference inputs (a partly quantized "
+                        "model's beside the original's): how far, 0 to 1, the target moves "
+                        "toward the weight that reproduces the original output (default 0.5)")
     c.add_argument("--target-bpw", type=float, default=None, metavar="B",
                    help="choose each tensor's setting (among --candidate specs) for the least "
                         "total relative error with the whole file at most B bits per weight; "

@@ -307,7 +307,8 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
              codebook_dtype: str = "float16", init: str = "optimal", entropy: str = "auto",
              prune: float | None = None, index_bits: int | None = None,
              min_elements: int = 1024, random_state: int | None = 0, policy=None,
-             calibration=None, target_bits_per_weight: float | None = None,
+             calibration=None, correction: float = 0.5,
+             target_bits_per_weight: float | None = None,
              candidates=None, sensitivity=None, executor=None,
              progress=None) -> CompressedModel:
     """Compress every eligible tensor of a weight file or {name: array} mapping.
@@ -359,6 +360,11 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
         option ``hot_rows:N``: the N most used rows (``calibration.rank_rows``) and the
         others are stored with settings of their own (see ``vqcompress.policy``); without
         it they are unused.
+    correction : float in [0, 1], for calibration statistics recorded with reference
+        inputs (``calibration.Stats.add(X, reference=R)``: X as the layer sees them in a
+        partly quantized model, R in the original): how far the quantizer's target moves
+        from W toward the weight that best reproduces the original output on X
+        (``Stats.target``); 0 ignores the reference.  See ``vqcompress.sequential``.
     target_bits_per_weight : float, optional
         A budget for the whole file (its bytes × 8 / all values).  Every eligible tensor no
         policy rule names is compressed with each of ``candidates`` and the combination
@@ -379,7 +385,8 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
                 "hadamard": hadamard, "entropy_lambda": entropy_lambda,
                 "codebook_dtype": codebook_dtype, "init": init, "entropy": entropy,
                 "prune": prune,
-                "index_bits": index_bits, "min_elements": min_elements, "seed": random_state}
+                "index_bits": index_bits, "min_elements": min_elements, "seed": random_state,
+                "correction": correction}
     rules = parse_policy(policy)
     if isinstance(weights_or_path, (str, os.PathLike)):
         path = os.fspath(weights_or_path)
@@ -611,6 +618,9 @@ def _check_options(name, o):
     if o.get("hadamard") and o["prune"] is not None:
         raise InputError(f"{where}: a Hadamard rotation would undo the pruning (rotated "
                          f"weights are dense); use one or the other")
+    c = o.get("correction", 0.0)
+    if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 <= c <= 1:
+        raise InputError(f"{where}: correction must be a number in [0, 1], got {c!r}")
 
 
 def _quantizer(o, sparse):
@@ -648,15 +658,17 @@ def _compress_one(name, src, path, arr, o, stats=None) -> CompressedTensor:
     q = _quantizer(o, sparse)
     calibrated = {}
     signs = None
+    # with reference inputs, aim at the original model's output (calibration.Stats.target)
+    Wt = stats.target(W, o.get("correction", 0.0)) if stats is not None else W
     if o.get("hadamard"):
         seed = None if o["seed"] is None else [o["seed"], zlib.crc32(name.encode())]
         signs = rotation.random_signs(int(np.prod(shape[1:])), seed)
-        Wr = rotation.rotate(W.reshape(shape[0], -1), signs)
+        Wr = rotation.rotate(Wt.reshape(shape[0], -1), signs)
         if stats is not None:
             stats = calib.Stats.from_xtx(rotation.rotate_hessian(stats.hessian(), signs)
                                          * stats.count, stats.count)
     else:
-        Wr = W
+        Wr = Wt
     try:
         target = W * prune_mod.magnitude_mask(W, o["prune"]) if sparse else Wr.reshape(shape)
         if stats is not None:

@@ -42,7 +42,7 @@ _bool.__name__ = "bool"
 OPTIONS = {"method": str, "bits": int, "block_size": int, "stages": int, "beam_size": int,
            "group_size": str, "symmetric": _bool, "codebook_dtype": str, "init": str, "entropy": str, "prune": float,
            "index_bits": int, "min_elements": int, "calibrate": _bool,
-           "hadamard": _bool, "entropy_lambda": float, "hot_rows": int}
+           "hadamard": _bool, "entropy_lambda": float, "hot_rows": int, "correction": float}
 SKIP = {"skip": True}
 
 
