@@ -232,13 +232,15 @@ class BertEncoder:
 
     # -- forward --------------------------------------------------------------------------
     def hidden_states(self, ids: np.ndarray, mask: np.ndarray, *, start: int = 0,
-                      x: np.ndarray | None = None, inputs: list | None = None) -> np.ndarray:
+                      x: np.ndarray | None = None, inputs: list | None = None,
+                      stop: int | None = None) -> np.ndarray:
         """Last hidden states (batch, tokens, hidden) for padded ids and their 0/1 mask.
 
         From ``start`` > 0 on, ``x`` is the hidden state entering layer ``start`` (as
         ``inputs`` collected it) and the layers below are not run: a change to one layer's
         weights needs only the layers from it up.  ``inputs``, a list, receives the state
-        entering each layer run."""
+        entering each layer run.  With ``stop``, the state entering layer ``stop`` is
+        returned instead (``stop`` 0: the embeddings' output)."""
         c, L, nrm = self.config, self.layers, self.norms
         ids = np.asarray(ids, dtype=np.int64)
         B, T = ids.shape
@@ -260,7 +262,7 @@ class BertEncoder:
         def heads(t):  # (B, T, hidden) -> (B, heads, T, d)
             return t.reshape(B, T, H, d).transpose(0, 2, 1, 3)
 
-        for i in range(start, c.num_hidden_layers):
+        for i in range(start, c.num_hidden_layers if stop is None else stop):
             if inputs is not None:
                 inputs.append(x)
             p = f"encoder.layer.{i}."
@@ -317,6 +319,82 @@ def calibration_stats(encoder: BertEncoder, sentences: list[str], *, batch_size:
     finally:
         encoder.layers = layers
     return rec.stats
+
+
+def encoder_groups(config: BertConfig | None = None) -> list:
+    """The encoder's matrices in the order the model uses them, grouped by the input they
+    read: per layer query, key and value; the attention output; the feed-forward input;
+    its output (``vqcompress.sequential.requantize``'s groups)."""
+    c = config or BertConfig()
+    return [[f"encoder.layer.{i}.{n}.weight" for n in g] for i in range(c.num_hidden_layers)
+            for g in (("attention.self.query", "attention.self.key", "attention.self.value"),
+                      ("attention.output.dense",), ("intermediate.dense",),
+                      ("output.dense",))]
+
+
+class SequentialRecorder:
+    """``record`` for ``vqcompress.sequential.requantize``: the inputs of encoder matrices
+    in the partly quantized model beside the original's, on calibration ``sentences``
+    (padding left out).
+
+    Both models' hidden states are kept, per batch, at the entry of one layer and moved
+    up as the groups asked for move up the model, so each call runs one layer of each
+    (the original's once per layer), not the whole model."""
+
+    def __init__(self, weights: dict, sentences: list[str], *, batch_size: int = 32,
+                 tokenizer: Tokenizer | None = None, config: BertConfig | None = None):
+        self.config = config or BertConfig()
+        self.weights = weights
+        ids = (tokenizer or Tokenizer())(list(sentences))
+        self.batches = [(padded, mask) for _, padded, mask in batches(ids, batch_size)]
+        self.layer = None  # the layer both states enter
+        self.states = None  # (original, quantized) states per batch
+        self.original_inputs = {}  # the original's inputs of the current layer, by name
+        self._mask = None  # the batch being run's real tokens
+
+    def _run(self, weights, layer, states, names=()):
+        """States entering ``layer`` + 1 (from ``states`` entering ``layer``; None: from
+        the ids), and each named matrix's inputs at ``layer`` (real tokens only)."""
+        enc = BertEncoder.from_weights(weights, self.config)
+        seen = {n: [] for n in names}
+        for n in names:
+            f = enc.layers[n]
+
+            def wrap(x, f=f, rows=seen[n]):
+                rows.append(x[self._mask])
+                return f(x)
+
+            enc.layers[n] = wrap
+        out = []
+        for b, (padded, mask) in enumerate(self.batches):
+            self._mask = mask > 0
+            x = None if states is None else states[b]
+            out.append(enc.hidden_states(padded, mask, start=max(layer, 0), x=x, stop=layer + 1))
+        return out, {n: np.concatenate(r) for n, r in seen.items()}
+
+    def __call__(self, current: dict, names: list) -> dict:
+        from ..calibration import Stats
+
+        layers = {int(n.split(".")[2]) for n in names}
+        if len(layers) != 1 or not all(n.startswith("encoder.layer.") for n in names):
+            raise InputError(f"SequentialRecorder: names from one encoder layer, got {names}")
+        i = layers.pop()
+        if self.layer is None or i < self.layer:  # (re)start at the embeddings' output
+            self.layer = 0
+            orig, _ = self._run(self.weights, -1, None)
+            quant, _ = self._run(current, -1, None)
+            self.states, self.original_inputs = (orig, quant), {}
+        while self.layer < i:  # move both states up, with the layers as they now are
+            orig, _ = self._run(self.weights, self.layer, self.states[0])
+            quant, _ = self._run(current, self.layer, self.states[1])
+            self.layer, self.states, self.original_inputs = self.layer + 1, (orig, quant), {}
+        if not self.original_inputs:
+            every = [n for g in encoder_groups(self.config) for n in g
+                     if n.startswith(f"encoder.layer.{i}.")]
+            self.original_inputs = self._run(self.weights, i, self.states[0], every)[1]
+        _, quant = self._run(current, i, self.states[1], names)
+        return {n: Stats(quant[n].shape[1]).add(quant[n], reference=self.original_inputs[n],
+                                                name=n) for n in names}
 
 
 def random_bert(config: BertConfig, seed: int = 0, std: float = 0.05) -> dict:
