@@ -390,3 +390,17 @@ def test_all_zero_calibration_warns_and_falls_back():
     plain = vq.compress(weights, method="kmeans", bits=3)
     np.testing.assert_array_equal(m["fc.weight"].codes, plain["fc.weight"].codes)
     assert "calibration" not in m["fc.weight"].info
+
+
+@pytest.mark.parametrize("method, opts", [("kmeans", {"bits": 3}),
+                                          ("pq", {"bits": 6, "block_size": 2})])
+def test_more_refit_rounds_never_raise_the_output_error(method, opts):
+    weights, X = small_model(1)
+    W = weights["fc.weight"]
+    err = [output_error(W, vq.compress(weights, method=method, calibration={"fc.weight": X},
+                                       refit_rounds=r, **opts)["fc.weight"].decompress(), X)
+           for r in (1, 3)]
+    assert err[1] <= err[0] * (1 + 1e-9)  # the best round is kept; round 1 is the same
+    with pytest.raises(InputError, match="refit_rounds"):
+        vq.compress(weights, method=method, calibration={"fc.weight": X}, refit_rounds=0,
+                    **opts)

@@ -118,6 +118,7 @@ def cmd_compress(args) -> int:
                          entropy=args.entropy, prune=args.prune, index_bits=args.index_bits,
                          min_elements=args.min_elements, random_state=args.seed,
                          calibration=args.calibration, correction=args.correction,
+                         refit_rounds=args.refit_rounds,
                          target_bits_per_weight=args.target_bpw,
                          candidates=args.candidate, sensitivity=_sensitivity(args.sensitivity),
                          progress=step)
@@ -282,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for statistics recorded with reference inputs (a partly quantized "
                         "model's beside the original's): how far, 0 to 1, the target moves "
                         "toward the weight that reproduces the original output (default 0.5)")
+    c.add_argument("--refit-rounds", type=int, default=1, metavar="N",
+                   help="calibrated tensors: rounds of GPTQ-style assignment and "
+                        "least-squares codebook refit, the best kept (default 1)")
     c.add_argument("--target-bpw", type=float, default=None, metavar="B",
                    help="choose each tensor's setting (among --candidate specs) for the least "
                         "total relative error with the whole file at most B bits per weight; "

@@ -307,7 +307,7 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
              codebook_dtype: str = "float16", init: str = "optimal", entropy: str = "auto",
              prune: float | None = None, index_bits: int | None = None,
              min_elements: int = 1024, random_state: int | None = 0, policy=None,
-             calibration=None, correction: float = 0.5,
+             calibration=None, correction: float = 0.5, refit_rounds: int = 1,
              target_bits_per_weight: float | None = None,
              candidates=None, sensitivity=None, executor=None,
              progress=None) -> CompressedModel:
@@ -365,6 +365,9 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
         partly quantized model, R in the original): how far the quantizer's target moves
         from W toward the weight that best reproduces the original output on X
         (``Stats.target``); 0 ignores the reference.  See ``vqcompress.sequential``.
+    refit_rounds : int >= 1, calibrated tensors: how many times GPTQ-style assignment and
+        the least-squares codebook refit alternate (the best round is kept; see
+        ``vqcompress.output_aware``).  Each round costs about one more fit.
     target_bits_per_weight : float, optional
         A budget for the whole file (its bytes × 8 / all values).  Every eligible tensor no
         policy rule names is compressed with each of ``candidates`` and the combination
@@ -386,7 +389,7 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
                 "codebook_dtype": codebook_dtype, "init": init, "entropy": entropy,
                 "prune": prune,
                 "index_bits": index_bits, "min_elements": min_elements, "seed": random_state,
-                "correction": correction}
+                "correction": correction, "refit_rounds": refit_rounds}
     rules = parse_policy(policy)
     if isinstance(weights_or_path, (str, os.PathLike)):
         path = os.fspath(weights_or_path)
@@ -618,6 +621,7 @@ def _check_options(name, o):
     if o.get("hadamard") and o["prune"] is not None:
         raise InputError(f"{where}: a Hadamard rotation would undo the pruning (rotated "
                          f"weights are dense); use one or the other")
+    check_int(o.get("refit_rounds", 1), name=f"{where}: refit_rounds", low=1)
     c = o.get("correction", 0.0)
     if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 <= c <= 1:
         raise InputError(f"{where}: correction must be a number in [0, 1], got {c!r}")
@@ -672,7 +676,8 @@ def _compress_one(name, src, path, arr, o, stats=None) -> CompressedTensor:
     try:
         target = W * prune_mod.magnitude_mask(W, o["prune"]) if sparse else Wr.reshape(shape)
         if stats is not None:
-            codes, calibrated = output_aware.fit_encode(q, Wr, stats)
+            codes, calibrated = output_aware.fit_encode(q, Wr, stats,
+                                                        rounds=o.get("refit_rounds", 1))
         else:
             codes = q.fit_encode(target)
     except TooFewValuesError as exc:

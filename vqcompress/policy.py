@@ -42,7 +42,8 @@ _bool.__name__ = "bool"
 OPTIONS = {"method": str, "bits": int, "block_size": int, "stages": int, "beam_size": int,
            "group_size": str, "symmetric": _bool, "codebook_dtype": str, "init": str, "entropy": str, "prune": float,
            "index_bits": int, "min_elements": int, "calibrate": _bool,
-           "hadamard": _bool, "entropy_lambda": float, "hot_rows": int, "correction": float}
+           "hadamard": _bool, "entropy_lambda": float, "hot_rows": int, "correction": float,
+           "refit_rounds": int}
 SKIP = {"skip": True}
 
 
