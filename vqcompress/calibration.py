@@ -150,7 +150,7 @@ class Stats:
         inverse is damped (XᵀX + λI, λ = damp × mean diagonal, as GPTQ damps) in the
         correction term only, so that with R = X the target is W itself.  Without a
         reference, W.  Moved all the way it also fits the calibration rows' own noise: on
-        all-MiniLM-L6-v2 half the way did better on held-out sentences (docs/benchmarks.md)."""
+        all-MiniLM-L6-v2, a little over half the way did best (docs/benchmarks.md)."""
         if self.xtr is None or strength == 0:
             return W
         H = self.xtx
