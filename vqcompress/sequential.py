@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import glob
 
-import numpy as np
-
 from . import container
 from .errors import InputError
 from .pipeline import CompressedModel, compress
@@ -42,7 +40,10 @@ def requantize(model: CompressedModel, weights: dict, groups: list, record, **op
     record : callable(current, names) -> {name: calibration.Stats with reference inputs},
         ``current`` being {name: ndarray}, every weight of the model as it now stands
     options : the keyword options ``model`` was compressed with (method, policy,
-        hadamard, ...; ``correction`` sets how far each target moves).  With
+        hadamard, ...; ``correction`` sets how far each target moves).  A tensor the
+        allocation chose a candidate for keeps that candidate; the others take the plan
+        of ``options`` (a model read from a file carries no allocation record, so pass
+        the options that give its settings).  With
         ``target_bits_per_weight`` the result stays within that budget: if the new codes
         came out larger, matrices go back to their first-pass codes, the one that grew
         most first, until it fits.
@@ -59,7 +60,7 @@ def requantize(model: CompressedModel, weights: dict, groups: list, record, **op
     policy = [policy] if isinstance(policy, str) else \
         list(policy.items()) if isinstance(policy, dict) else list(policy)
     tensors = dict(model.tensors)
-    current = {n: np.asarray(t.decompress(), np.float32) for n, t in tensors.items()}
+    current = {n: t.decompress() for n, t in tensors.items()}
     for group in groups:
         stats = record(current, list(group))
         missing = [n for n in group if n not in stats or stats[n].xtr is None]
@@ -74,7 +75,7 @@ def requantize(model: CompressedModel, weights: dict, groups: list, record, **op
                        policy=rules + policy, **kw)
         for n in group:
             tensors[n] = sub.tensors[n]
-            current[n] = np.asarray(tensors[n].decompress(), np.float32)
+            current[n] = tensors[n].decompress()
     if budget is not None:
         limit = budget * sum(t.size for t in tensors.values()) / 8
         grown = sorted(names, key=lambda n: tensors[n].nbytes - model.tensors[n].nbytes)
