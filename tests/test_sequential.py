@@ -48,6 +48,13 @@ def test_stats_reference_errors():
         calibration.Stats.from_xtx(np.eye(3), 4, xtr=np.ones((3, 2)))
 
 
+def test_an_empty_add_with_a_reference_commits_to_nothing():
+    X = np.ones((4, 3))
+    s = calibration.Stats(3).add(np.ones((0, 3)), reference=np.ones((0, 3))).add(X)
+    assert s.xtr is None and s.count == 4
+    np.testing.assert_array_equal(s.xtx, X.T @ X)
+
+
 def test_target_is_least_squares_toward_the_reference_output():
     rng = np.random.default_rng(1)
     X, R = _pair(rng)
@@ -204,6 +211,17 @@ def test_bert_recorder_matches_the_plain_recorder():
     assert not np.allclose(got[n].xtx, plain[n].xtx)
     back = calibration.Stats.from_xtx(got[n].xtx, got[n].count, xtr=got[n].xtr)
     assert back.count == plain[n].count
+
+
+def test_hidden_states_from_a_given_state():
+    weights = minilm.random_bert(TINY, seed=3, std=0.2)
+    enc = minilm.BertEncoder.from_weights(weights, TINY)
+    ids, mask = minilm.pad(_ToyTokenizer()(["w1 w2 w3", "w4 w5"]))
+    x0 = enc.hidden_states(ids, mask, stop=0)  # the embeddings' output
+    np.testing.assert_array_equal(enc.hidden_states(ids, mask, x=x0),
+                                  enc.hidden_states(ids, mask))
+    with pytest.raises(InputError, match="needs x"):
+        enc.hidden_states(ids, mask, start=1)
 
 
 class _ToyTokenizer:

@@ -87,8 +87,6 @@ class Stats:
             if reference.shape != X.shape:
                 raise InputError(f"{name}: reference shape {reference.shape}, expected "
                                  f"{X.shape}")
-            if self._xtr is None:
-                self._xtr = np.zeros_like(self._xtx)
         X = X.reshape(-1, self.in_features)
         if X.shape[0] == 0:
             return self
@@ -96,6 +94,8 @@ class Stats:
         if reference is not None:
             R = np.array(as_float_array(reference.reshape(X.shape), name=f"{name} reference"))
             X = np.concatenate([X, R], axis=1)  # buffered side by side
+            if self._xtr is None:  # made with the first rows, so an empty add sets nothing
+                self._xtr = np.zeros_like(self._xtx)
         self._pending.append(X)
         self._pending_rows += X.shape[0]
         self.count += X.shape[0]
@@ -113,11 +113,11 @@ class Stats:
             part = X[start:start + CHUNK_ROWS].astype(np.float64)
             if self.diagonal:
                 self._xtx += np.einsum("ij,ij->j", part, part)
-            elif self._xtr is None:
-                self._xtx += part.T @ part
-            else:
-                self._xtx += part[:, :n].T @ part[:, :n]
-                self._xtr += part[:, :n].T @ part[:, n:]
+                continue
+            rows = part[:, :n]
+            self._xtx += rows.T @ rows
+            if self._xtr is not None:
+                self._xtr += rows.T @ part[:, n:]
 
     @classmethod
     def from_xtx(cls, xtx, count: int, *, xtr=None, name: str = "xtx") -> Stats:

@@ -236,17 +236,21 @@ class BertEncoder:
                       stop: int | None = None) -> np.ndarray:
         """Last hidden states (batch, tokens, hidden) for padded ids and their 0/1 mask.
 
-        From ``start`` > 0 on, ``x`` is the hidden state entering layer ``start`` (as
-        ``inputs`` collected it) and the layers below are not run: a change to one layer's
-        weights needs only the layers from it up.  ``inputs``, a list, receives the state
-        entering each layer run.  With ``stop``, the state entering layer ``stop`` is
-        returned instead (``stop`` 0: the embeddings' output)."""
+        With ``x``, the hidden state entering layer ``start`` (as ``inputs`` collected
+        it), the embeddings and the layers below are not run: a change to one layer's
+        weights needs only the layers from it up.  Without it, ``start`` must be 0.
+        ``inputs``, a list, receives the state entering each layer run.  With ``stop``,
+        the state entering layer ``stop`` is returned instead (``stop`` 0: the
+        embeddings' output)."""
         c, L, nrm = self.config, self.layers, self.norms
         ids = np.asarray(ids, dtype=np.int64)
         B, T = ids.shape
         if T > c.max_position_embeddings:
             raise InputError(f"{T} tokens; the model takes at most {c.max_position_embeddings}")
-        if start == 0:
+        if x is None:
+            if start:
+                raise InputError(f"hidden_states from layer {start} needs x, the state "
+                                 f"entering it")
             # position and type ids per token, so that a Recorder counts them per token
             x = (L["embeddings.word_embeddings.weight"](ids)
                  + L["embeddings.position_embeddings.weight"](np.broadcast_to(np.arange(T),
@@ -350,24 +354,25 @@ class SequentialRecorder:
         self.layer = None  # the layer both states enter
         self.states = None  # (original, quantized) states per batch
         self.original_inputs = {}  # the original's inputs of the current layer, by name
-        self._mask = None  # the batch being run's real tokens
 
     def _run(self, weights, layer, states, names=()):
-        """States entering ``layer`` + 1 (from ``states`` entering ``layer``; None: from
-        the ids), and each named matrix's inputs at ``layer`` (real tokens only)."""
+        """States entering ``layer`` + 1 from ``states`` entering ``layer`` (None, with
+        layer -1: the embeddings' output, from the ids), and each named matrix's inputs at
+        ``layer`` (real tokens only)."""
         enc = BertEncoder.from_weights(weights, self.config)
         seen = {n: [] for n in names}
+        real = [None]  # the real tokens of the batch being run
         for n in names:
             f = enc.layers[n]
 
             def wrap(x, f=f, rows=seen[n]):
-                rows.append(x[self._mask])
+                rows.append(x[real[0]])
                 return f(x)
 
             enc.layers[n] = wrap
         out = []
         for b, (padded, mask) in enumerate(self.batches):
-            self._mask = mask > 0
+            real[0] = mask > 0
             x = None if states is None else states[b]
             out.append(enc.hidden_states(padded, mask, start=max(layer, 0), x=x, stop=layer + 1))
         return out, {n: np.concatenate(r) for n, r in seen.items()}
