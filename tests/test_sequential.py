@@ -169,6 +169,19 @@ def test_requantize_keeps_an_allocations_choices_and_its_budget(tmp_path):
     assert kept.save(str(tmp_path / "kept.vqz")) <= first_bytes
 
 
+@pytest.mark.parametrize("policy", ["l1.weight=method:kmeans,bits:3",
+                                    {"l1.weight": "method:kmeans,bits:3"},
+                                    [("l1.weight", {"method": "kmeans", "bits": 3})]])
+def test_requantize_takes_the_policy_in_every_form(policy):
+    rng = np.random.default_rng(9)
+    weights, X0 = _two_layer(rng)
+    opts = dict(method="kmeans", bits=2, min_elements=0, policy=policy)
+    first = vq.compress(weights, **opts)
+    again = sequential.requantize(first, weights, [["l1.weight"], ["l2.weight"]],
+                                  _record(X0, weights), **opts)
+    assert [again.tensors[n].quantizer.n_bits for n in ("l1.weight", "l2.weight")] == [3, 2]
+
+
 def test_requantize_errors():
     rng = np.random.default_rng(6)
     weights, X0 = _two_layer(rng)

@@ -22,6 +22,7 @@ import glob
 from . import container
 from .errors import InputError
 from .pipeline import CompressedModel, compress
+from .policy import parse_policy
 
 # compress() options that choose settings; the second pass keeps the first pass's choice
 _CHOOSING = ("target_bits_per_weight", "candidates", "sensitivity", "calibration", "executor",
@@ -56,9 +57,7 @@ def requantize(model: CompressedModel, weights: dict, groups: list, record, **op
         raise InputError("requantize: a tensor is named in more than one group")
     budget = options.get("target_bits_per_weight")
     kw = {k: v for k, v in options.items() if k not in _CHOOSING}
-    policy = kw.pop("policy", None) or []
-    policy = [policy] if isinstance(policy, str) else \
-        list(policy.items()) if isinstance(policy, dict) else list(policy)
+    policy = parse_policy(kw.pop("policy", None))
     tensors = dict(model.tensors)
     current = {n: t.decompress() for n, t in tensors.items()}
     for group in groups:
@@ -69,8 +68,8 @@ def requantize(model: CompressedModel, weights: dict, groups: list, record, **op
                              f"for {missing[:4]}")
         # each matrix at the setting the first pass chose for it (an allocation's
         # candidate), as a rule naming it alone, ahead of the caller's rules
-        rules = [f"{glob.escape(n)}={tensors[n].info['allocation']['candidate']}"
-                 for n in group if "allocation" in tensors[n].info]
+        rules = parse_policy([(glob.escape(n), tensors[n].info["allocation"]["candidate"])
+                              for n in group if "allocation" in tensors[n].info])
         sub = compress({n: weights[n] for n in group}, calibration=stats,
                        policy=rules + policy, **kw)
         for n in group:
