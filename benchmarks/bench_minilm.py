@@ -186,6 +186,16 @@ def sequential_compress(src, out, kw, calib, sens, jobs, weights, tok):
                                                  **rate_distortion(report["tensors"])}
 
 
+def file_row(family, name, options, tot, path, n_values, times, quality):
+    """A results row for the file at ``path`` (its totals ``tot`` checked against it)."""
+    assert tot["file_bytes"] == os.path.getsize(path)
+    return {"family": family, "setting": name, "options": options,
+            "file bytes": tot["file_bytes"],
+            **{k: tot[k] for k in ("encoder bits/weight", "encoder SQNR dB",
+                                   "gap to 6.02 dB/bit") if k in tot},
+            "bits/weight": tot["file_bytes"] * 8 / n_values, **times, **quality}
+
+
 def rate_distortion(tensors):
     """Weight-level SQNR of the encoder's linear layers (mean over the 36 matrices, in dB)
     beside their bits per weight (every byte of theirs, header share included) and the
@@ -432,15 +442,10 @@ def main():
                 if family == "ours allocated":
                     opts = opts + ["--sensitivity", sens]
                 secs, tot = cli_compress(src, path, opts, args.jobs)
-                assert tot["file_bytes"] == os.path.getsize(path)
-                row = {"family": family, "setting": name,
-                       "options": " ".join({calib: "CALIBRATION", sens: "SENSITIVITY"}.get(o, o)
-                                           for o in opts),
-                       "file bytes": tot["file_bytes"],
-                       **{k: tot[k] for k in ("encoder bits/weight", "encoder SQNR dB",
-                                              "gap to 6.02 dB/bit") if k in tot},
-                       "bits/weight": tot["file_bytes"] * 8 / n_values,
-                       "compress s": secs, **evaluate(path, sentences, tok, ref)}
+                shown = " ".join({calib: "CALIBRATION", sens: "SENSITIVITY"}.get(o, o)
+                                 for o in opts)
+                row = file_row(family, name, shown, tot, path, n_values,
+                               {"compress s": secs}, evaluate(path, sentences, tok, ref))
                 rows.append(row)
                 print(f"  {name}: {row['bits/weight']:.3f} bits/weight, cos "
                       f"{row['cos_mean']:.4f} ({secs:.0f} s)", flush=True)
@@ -452,15 +457,10 @@ def main():
                 continue
             (first_s, second_s), tot = sequential_compress(src, path, kw, calib, sens,
                                                            args.jobs, weights, tok)
-            assert tot["file_bytes"] == os.path.getsize(path)
-            row = {"family": "ours sequential", "setting": name,
-                   "options": f"{kw!r}, then {SECOND_PASS!r}",
-                   "file bytes": tot["file_bytes"],
-                   **{k: tot[k] for k in ("encoder bits/weight", "encoder SQNR dB",
-                                          "gap to 6.02 dB/bit") if k in tot},
-                   "bits/weight": tot["file_bytes"] * 8 / n_values,
-                   "compress s": first_s + second_s, "first pass s": first_s,
-                   "second pass s": second_s, **evaluate(path, sentences, tok, ref)}
+            row = file_row("ours sequential", name, f"{kw!r}, then {SECOND_PASS!r}", tot, path,
+                           n_values, {"compress s": first_s + second_s, "first pass s": first_s,
+                                      "second pass s": second_s},
+                           evaluate(path, sentences, tok, ref))
             rows.append(row)
             print(f"  {name}: {row['bits/weight']:.3f} bits/weight, cos "
                   f"{row['cos_mean']:.4f} ({first_s:.0f} + {second_s:.0f} s)", flush=True)
