@@ -8,6 +8,11 @@ whether a second thread pays for a few microseconds of work.
    thread and on two, the calls back to back as a model's layers would make them: with two
    threads each call should take about half, plus the start; where the second thread
    joins late, it takes as long as on one thread or longer.
+3. The lookup itself at batch 1 on the MiniLM shapes (PQ 8x256, RQ 2x8x256), its serial
+   and its parallel kernel, called in turn with BLAS's ``x @ W.T`` as a model's layers
+   call them: medians, not minima, so that a call slowed by the other pool's threads
+   counts.  BLAS's own threads wait for work by spinning, and so do OpenMP's; two pools
+   spinning on two cores slow each other down.
 ``vqcompress._kernels`` picks TBB when it is installed; this prints which layers load here.
 
     python benchmarks/bench_threading.py
@@ -72,15 +77,41 @@ for reps in (20, 80, 320, 1280):
         t.sort()
         med[threads] = min(med.get(threads, 1e9), t[len(t) // 2] * 1e6)
     print("work", reps, med[1], med[2])
+
+import sys
+sys.path.insert(0, BENCH_DIR)
+from lut_bench import CONFIGS, make_layer
+from vqcompress._kernels import lut
+
+rng = np.random.default_rng(0)
+numba.set_num_threads(2)
+for out_f, n_in in ((384, 384), (1536, 384), (384, 1536)):
+    W = rng.normal(size=(out_f, n_in)).astype(np.float32)
+    x = rng.normal(size=(1, n_in)).astype(np.float32)
+    for cname in ("pq 8x256 (1 bit/w)", "rq 2x8x256 (2 bits/w)"):
+        L = make_layer(CONFIGS[cname], out_f, n_in, rng)
+        out = np.zeros((1, L.codes.shape[1] * 16), np.float32)
+        args = (x, L.books_t, L.per_block, L.stages, L.codes, out)
+        calls = {"blas": lambda: x @ W.T, "serial": lambda: lut.lookup(*args),
+                 "parallel": lambda: lut.lookup_parallel(*args, 2)}
+        t = {k: [] for k in calls}
+        for _ in range(2000):
+            for k, f in calls.items():
+                t0 = time.perf_counter()
+                f()
+                t[k].append(time.perf_counter() - t0)
+        med = [sorted(v)[len(v) // 2] * 1e6 for v in t.values()]
+        print("lookup", f"{out_f}x{n_in}", cname.split()[0], *med)
 """
 
 
 def main():
     header("Starting a parallel region, per Numba threading layer")
-    rows, work = [], []
+    rows, work, lookup = [], [], []
     for layer in ("workqueue", "omp", "tbb"):
         env = {**os.environ, "NUMBA_THREADING_LAYER": layer}
-        res = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
+        child = CHILD.replace("BENCH_DIR", repr(os.path.dirname(os.path.abspath(__file__))))
+        res = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True,
                              text=True)
         if res.returncode:
             rows.append({"asked": layer, "ran": "not available"})
@@ -90,6 +121,13 @@ def main():
         rows.append({"asked": layer, "ran": got, "min us": float(lo), "median us": float(med),
                      "p90 us": float(p90)})
         for line in lines[1:]:
+            if line.startswith("lookup"):
+                _, shape, config, blas, serial, par = line.split()
+                lookup.append({"layer": got, "shape": shape, "config": config,
+                               "BLAS us": float(blas), "serial us": float(serial),
+                               "parallel us": float(par),
+                               "BLAS / best lookup": float(blas) / min(float(serial), float(par))})
+                continue
             _, reps, one, two = line.split()
             work.append({"layer": got, "sums of 1,024 squares per task": int(reps),
                          "1 thread, median us": float(one), "2 threads, median us": float(two),
@@ -98,6 +136,8 @@ def main():
     table(rows, ["asked", "ran", "min us", "median us", "p90 us"])
     print("\n### Two tasks of work, back to back: one thread against two\n")
     table(work, list(work[0]) if work else [])
+    print("\n### The lookup at batch 1 in turn with BLAS, two threads, medians of 2,000 rounds\n")
+    table(lookup, list(lookup[0]) if lookup else [])
 
 
 if __name__ == "__main__":

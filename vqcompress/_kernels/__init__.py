@@ -2,8 +2,10 @@
 
 Nothing here validates input; callers in ``vqcompress.cluster`` and
 ``vqcompress.quantizers`` do.  Importing this package picks Numba's threading layer:
-faiss ships its own OpenMP runtime, so we never let Numba start a second one in the same
-process (TBB when installed, else Numba's own workqueue).  An explicit
+TBB when installed, else Numba's own workqueue, never OpenMP: faiss ships its own OpenMP
+runtime, and OpenMP's idle threads spin, as numpy's OpenBLAS threads do, so on two cores
+a parallel lookup and the BLAS call beside it each waited for a scheduler tick (a median
+of 4 ms where TBB took 26-63 us; docs/benchmarks.md).  An explicit
 ``NUMBA_THREADING_LAYER`` in the environment wins.
 
 TBB matters for small layers: a parallel region costs about 2 us to start under TBB (and
