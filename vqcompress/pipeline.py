@@ -622,9 +622,8 @@ def _check_options(name, o):
         raise InputError(f"{where}: a Hadamard rotation would undo the pruning (rotated "
                          f"weights are dense); use one or the other")
     check_int(o.get("refit_rounds", 1), name=f"{where}: refit_rounds", low=1)
-    c = o.get("correction", 0.0)
-    if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 <= c <= 1:
-        raise InputError(f"{where}: correction must be a number in [0, 1], got {c!r}")
+    prune_mod._check_fraction(o.get("correction", 0.0), f"{where}: correction",
+                              high_open=False)
 
 
 def _quantizer(o, sparse):
