@@ -353,7 +353,8 @@ class SequentialRecorder:
         self.batches = [(padded, mask) for _, padded, mask in batches(ids, batch_size)]
         self.layer = None  # the layer both states enter
         self.states = None  # (original, quantized) states per batch
-        self.original_inputs = {}  # the original's inputs of the current layer, by name
+        self.original_run = None  # the original's run of that layer: (states after it,
+        # every encoder matrix's inputs by name), made once per layer
 
     def _run(self, weights, layer, states, names=()):
         """States entering ``layer`` + 1 from ``states`` entering ``layer`` (None, with
@@ -388,18 +389,24 @@ class SequentialRecorder:
             self.layer = 0
             orig, _ = self._run(self.weights, -1, None)
             quant, _ = self._run(current, -1, None)
-            self.states, self.original_inputs = (orig, quant), {}
+            self.states, self.original_run = (orig, quant), None
         while self.layer < i:  # move both states up, with the layers as they now are
-            orig, _ = self._run(self.weights, self.layer, self.states[0])
+            orig = self._original()[0]
             quant, _ = self._run(current, self.layer, self.states[1])
-            self.layer, self.states, self.original_inputs = self.layer + 1, (orig, quant), {}
-        if not self.original_inputs:
-            every = [n for g in encoder_groups(self.config) for n in g
-                     if n.startswith(f"encoder.layer.{i}.")]
-            self.original_inputs = self._run(self.weights, i, self.states[0], every)[1]
+            self.layer, self.states, self.original_run = self.layer + 1, (orig, quant), None
+        original_inputs = self._original()[1]
         _, quant = self._run(current, i, self.states[1], names)
-        return {n: Stats(quant[n].shape[1]).add(quant[n], reference=self.original_inputs[n],
+        return {n: Stats(quant[n].shape[1]).add(quant[n], reference=original_inputs[n],
                                                 name=n) for n in names}
+
+    def _original(self):
+        """The original model's run of the current layer (made on first use): the states
+        after it, and every encoder matrix's inputs there."""
+        if self.original_run is None:
+            every = [n for g in encoder_groups(self.config) for n in g
+                     if n.startswith(f"encoder.layer.{self.layer}.")]
+            self.original_run = self._run(self.weights, self.layer, self.states[0], every)
+        return self.original_run
 
 
 def random_bert(config: BertConfig, seed: int = 0, std: float = 0.05) -> dict:
