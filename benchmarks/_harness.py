@@ -74,17 +74,22 @@ def best_of(fn, repeats: int = 3):
     return best, out
 
 
-def best_of_each(fns: dict, repeats: int = 3) -> dict:
-    """Minimum wall time of each function in ``fns`` (name -> callable), called in turn
+def times_of_each(fns: dict, repeats: int = 3) -> dict:
+    """Every wall time of each function in ``fns`` (name -> callable), called in turn
     ``repeats`` times: interleaved, a slow spell of the machine (frequent on shared
     hosts) falls on every peer alike instead of on whichever was being timed."""
-    best = dict.fromkeys(fns, float("inf"))
+    times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             t0 = time.perf_counter()
             fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return best
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def best_of_each(fns: dict, repeats: int = 3) -> dict:
+    """Minimum wall time of each function in ``fns``, called in turn (``times_of_each``)."""
+    return {name: min(t) for name, t in times_of_each(fns, repeats).items()}
 
 
 def table(rows: list[dict], columns: list[str]) -> None:

@@ -80,6 +80,7 @@ for reps in (20, 80, 320, 1280):
 
 import sys
 sys.path.insert(0, BENCH_DIR)
+from _harness import times_of_each
 from lut_bench import CONFIGS, make_layer
 from vqcompress._kernels import lut
 
@@ -94,13 +95,7 @@ for out_f, n_in in ((384, 384), (1536, 384), (384, 1536)):
         args = (x, L.books_t, L.per_block, L.stages, L.codes, out)
         calls = {"blas": lambda: x @ W.T, "serial": lambda: lut.lookup(*args),
                  "parallel": lambda: lut.lookup_parallel(*args, 2)}
-        t = {k: [] for k in calls}
-        for _ in range(2000):
-            for k, f in calls.items():
-                t0 = time.perf_counter()
-                f()
-                t[k].append(time.perf_counter() - t0)
-        med = [sorted(v)[len(v) // 2] * 1e6 for v in t.values()]
+        med = [sorted(v)[len(v) // 2] * 1e6 for v in times_of_each(calls, 2000).values()]
         print("lookup", f"{out_f}x{n_in}", cname.split()[0], *med)
 """
 
