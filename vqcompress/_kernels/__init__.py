@@ -5,7 +5,7 @@ Nothing here validates input; callers in ``vqcompress.cluster`` and
 TBB when installed, else Numba's own workqueue, never OpenMP: faiss ships its own OpenMP
 runtime, and OpenMP's idle threads spin, as numpy's OpenBLAS threads do, so on two cores
 a parallel lookup and the BLAS call beside it each waited for a scheduler tick (a median
-of 4 ms where TBB took 26-63 us; docs/benchmarks.md).  An explicit
+of 4 ms where TBB took 23-63 us; docs/benchmarks.md).  An explicit
 ``NUMBA_THREADING_LAYER`` in the environment wins.
 
 TBB matters for small layers: a parallel region costs about 2 us to start under TBB (and
