@@ -14,7 +14,15 @@ from vqcompress._kernels.assign import assign_nearest, center_sums
 from vqcompress._kernels.beam import rq_beam_encode
 from vqcompress._kernels.kmeans1d import dc_tree, label_by_midpoints, optimal_1d, sorted_lloyd
 from vqcompress._kernels.seeding import kmeans_plusplus
-from vqcompress._kernels.simd import dot_table1, dot_table4, gather_sum, permute_set
+from vqcompress._kernels.simd import (
+    BATCH,
+    dot_table1,
+    dot_table4,
+    dot_table_batch,
+    gather_batch_sum,
+    gather_sum,
+    permute_set,
+)
 from vqcompress.cluster import _sorted_distinct
 
 
@@ -212,6 +220,40 @@ def _call_dot_table(op, ct, x, x0, w, tab):
     def run(ct, x, x0, w, tab):
         op(ct, x, x0, w, tab)
     run(ct, x, x0, w, tab)
+
+
+@pytest.mark.parametrize("K,d", [(256, 8), (13, 3), (4, 1)])
+def test_dot_table_batch_matches_numpy(rng, K, d):
+    """Eight codewords at a time and the rest one by one; nothing written past K rows."""
+    book = rng.normal(size=(K, d)).astype(np.float32)
+    xt = rng.normal(size=(d, BATCH)).astype(np.float32)
+    tab = np.full((K + 1, BATCH), 7.0, np.float32)
+
+    @numba.njit
+    def run(book, xt, tab):
+        dot_table_batch(book, xt, tab)
+    run(book, xt, tab)
+    np.testing.assert_allclose(tab[:K], book.astype(np.float64) @ xt.astype(np.float64),
+                               rtol=1e-5, atol=1e-5)
+    assert (tab[K] == 7.0).all()
+
+
+@pytest.mark.parametrize("dtype,K", [(np.uint8, 256), (np.uint16, 300)])
+def test_gather_batch_sum_matches_naive(rng, dtype, K):
+    """Each of 16 rows adds, in position order, its code's entry of BATCH floats."""
+    n = 5
+    table = rng.normal(size=(n, K, BATCH)).astype(np.float32)
+    codes = rng.integers(0, K, size=(n, 16)).astype(dtype)
+    acc = rng.normal(size=(16, BATCH)).astype(np.float32)
+    want = acc.copy()
+    for i in range(n):
+        want += table[i, codes[i].astype(np.int64)]
+
+    @numba.njit
+    def run(acc, table, codes, n, K):
+        gather_batch_sum(acc, table, codes, n, K)
+    run(acc, table, codes, n, K)
+    np.testing.assert_array_equal(acc, want)
 
 
 def _compile_for(monkeypatch, isa):

@@ -56,17 +56,17 @@ def test_layer_matches_dense(layers, key, batch, path):
 
 
 def test_default_crossover_follows_the_measured_steps(monkeypatch):
-    assert nn.default_crossover("pq", 384 * 384) == 8
-    assert nn.default_crossover("rq", 10) == 4
-    assert nn.default_crossover("pq", 4096 * 4096) == 16
-    assert nn.default_crossover("rq", 11008 * 4096) == 8
-    assert nn.default_crossover("kmeans", 4096 * 4096) == 1
-    monkeypatch.setitem(nn.CROSSOVER, "pq", ((0, 16), (1 << 21, 8)))
-    assert nn.default_crossover("pq", 384 * 384) == 16
-    assert nn.default_crossover("pq", 1 << 21) == 8
-    assert nn.LUTLinear(vq.compress({"w": np.random.default_rng(0).normal(size=(64, 32))
-                                     .astype(np.float32)}, method="pq", bits=4,
-                                    block_size=8)["w"]).crossover == 16
+    assert nn.default_crossover("pq", 384 / 256) == 16
+    assert nn.default_crossover("rq", 384 / 512) == 4
+    assert nn.default_crossover("pq", 1536 / 256) == 1 << 30
+    assert nn.default_crossover("rq", 4096 / 512) == 32
+    assert nn.default_crossover("kmeans", 4096 / 16) == 1
+    monkeypatch.setitem(nn.CROSSOVER, "pq", ((0, 16), (2, 8)))
+    assert nn.default_crossover("pq", 1.5) == 16
+    assert nn.default_crossover("pq", 2) == 8
+    w = np.random.default_rng(0).normal(size=(64, 32)).astype(np.float32)
+    layer = nn.LUTLinear(vq.compress({"w": w}, method="pq", bits=4, block_size=8)["w"])
+    assert layer.crossover == 8  # 64 rows, 16 codewords: 4 rows per table entry
 
 
 def test_l1_size_read_from_sysfs(tmp_path):
@@ -184,6 +184,9 @@ def test_memory_is_codes_codebooks_and_one_tile(tmp_path):
     layer(np.ones((1, 512), np.float32))
     books = layer.books.nbytes + layer.books_t.nbytes
     assert layer.nbytes == layer.codes.nbytes + books  # lookup: no tile yet
+    layer(np.ones((64, 512), np.float32))  # 4 rows per table entry: a batch-major lookup
+    assert layer.nbytes == layer.codes.nbytes + books
+    layer.crossover = 64
     layer(np.ones((64, 512), np.float32))
     assert layer.nbytes == layer.codes.nbytes + books + 256 * 512 * 4
     assert layer.nbytes < 1024 * 512 * 4 / 1.9
@@ -231,6 +234,55 @@ def test_lookup_over_many_position_chunks(opts):
             nn_lut.lookup_parallel(x, layer.books_t, layer.per_block, layer.stages,
                                    layer.codes, out, tasks)
             np.testing.assert_array_equal(out[:, :70], y)
+
+
+@pytest.mark.parametrize("quantizer", [
+    vq.ProductQuantizer(8, 8, random_state=0, max_iter=3),
+    vq.ProductQuantizer(8, 6, codebook_per_block=True, random_state=0, max_iter=3),
+    vq.ResidualQuantizer(8, 8, n_stages=3, beam_size=1, random_state=0, max_iter=3),
+    vq.ProductQuantizer(4, 4, random_state=0, max_iter=3),
+], ids=["pq8", "pq6-per-block", "rq8x3", "pq4"])
+def test_batch_major_lookup(quantizer):
+    """The lookup whose tables hold 8 inputs per entry: batches that fill no block of 8,
+    one, and several plus a part; 403 inputs (several chunks of positions, a cropped last
+    block); against float64, the same bits from the serial kernel and from any number of
+    tasks, and close to the one-table-per-input lookup."""
+    r = np.random.default_rng(3)
+    w = r.normal(size=(70, 403)).astype(np.float32)
+    t = vq.CompressedTensor.from_codes("w", quantizer, quantizer.fit_encode(w))
+    bias = r.normal(size=70).astype(np.float32)
+    layer = nn.LUTLinear(t, bias, crossover=1 << 30)
+    w = layer.dense_weight().astype(np.float64)
+    for batch in (1, 5, 8, 19):
+        x = r.normal(size=(batch, 403)).astype(np.float32)
+        y = layer._lookup(x, batch_major=True)
+        assert _rel(y, x.astype(np.float64) @ w.T + bias) < 1e-5
+        assert _rel(y, layer._lookup(x, batch_major=False)) < 1e-6
+        for tasks in (0, 1, 2, 5):
+            out = np.zeros((batch, layer.codes.shape[1] * 16), np.float32)
+            out[:, :70] = bias
+            args = (x, layer.books, layer.per_block, layer.stages, layer.codes, out)
+            if tasks:
+                nn_lut.lookup_batch_parallel(*args, tasks)
+            else:
+                nn_lut.lookup_batch(*args)
+            np.testing.assert_array_equal(out[:, :70], y)
+
+
+def test_batch_major_lookup_over_many_rows():
+    """More rows than one task takes (ROW_BLOCKS_MAX blocks of 16), so the rows are split
+    into ranges even on one thread; a batch of 9 leaves 7 of the second block's 8 lanes
+    empty."""
+    r = np.random.default_rng(4)
+    rows = nn_lut.ROW_BLOCKS_MAX * 16 + 37
+    w = r.normal(size=(rows, 16)).astype(np.float32)
+    layer = nn.LUTLinear(vq.compress({"w": w}, method="pq", bits=4, block_size=8)["w"])
+    x = r.normal(size=(9, 16)).astype(np.float32)
+    y = layer._lookup(x, batch_major=True)
+    assert _rel(y, x.astype(np.float64) @ layer.dense_weight().T.astype(np.float64)) < 1e-5
+    out = np.zeros((9, layer.codes.shape[1] * 16), np.float32)
+    nn_lut.lookup_batch(x, layer.books, layer.per_block, layer.stages, layer.codes, out)
+    np.testing.assert_array_equal(out[:, :rows], y)
 
 
 def test_chunk_codes_layout():

@@ -11,7 +11,19 @@ shapes and codes (docs/benchmarks.md).
 import numpy as np
 from numba import njit, prange
 
-from .simd import LANES, copy8, dot_table1, dot_table4, gather_set, gather_sum, permute_set, sum8
+from .simd import (
+    BATCH,
+    LANES,
+    copy8,
+    dot_table1,
+    dot_table4,
+    dot_table_batch,
+    gather_batch_sum,
+    gather_set,
+    gather_sum,
+    permute_set,
+    sum8,
+)
 
 ROW_CHUNK = 64
 
@@ -102,6 +114,79 @@ def lookup_parallel(x, books_t, per_block, M, codes, out, n_tasks):  # pragma: n
         _lookup_rows(x, books_t, per_block, M, codes, out if s == 0 else parts[s - 1],
                      r * per, min(nr, (r + 1) * per), bounds[s], bounds[s + 1])
     _add_segments(out, parts)
+
+
+# The batch-major lookup reads its tables this many positions at a time for every row
+# (4 x 256 codewords x BATCH floats: 32 KiB, as much as a Zen 3 L1 holds, which beat 2 and
+# 16 positions in benchmarks/bench_kernel_parts.py), and gives a task at most
+# ROW_BLOCKS_MAX blocks of LANES rows, so that their running sums (32 bytes a row) and one
+# chunk's tables stay in L2.
+SUB = 4
+ROW_BLOCKS_MAX = 256
+
+
+@njit(cache=True, inline="never")
+def _batch_rows(x, books, per_block, M, codes, out, b0, r0, r1):  # pragma: no cover
+    """Inputs b0 .. b0+BATCH-1 (those below B) and row blocks r0 .. r1-1 of lookup_batch:
+    the inputs transposed into BATCH-wide columns (zeros past B and past n_in, so a
+    cropped last block adds exact zeros), then per chunk of positions their tables,
+    batch-major, and every row's sums over them, SUB positions at a time."""
+    B, n_in = x.shape
+    _, K, d = books.shape
+    n_chunks, _, CH, _ = codes.shape
+    P = (n_in + d - 1) // d * M
+    nb = min(BATCH, B - b0)
+    xt = np.zeros(((n_in + d - 1) // d * d, BATCH), dtype=np.float32)
+    for b in range(nb):
+        for i in range(n_in):
+            xt[i, b] = x[b0 + b, i]
+    acc = np.zeros(((r1 - r0) * LANES, BATCH), dtype=np.float32)
+    for b in range(nb):
+        for o in range((r1 - r0) * LANES):
+            acc[o, b] = out[b0 + b, r0 * LANES + o]
+    tab = np.empty((CH, K, BATCH), dtype=np.float32)
+    for ci in range(n_chunks):
+        p0 = ci * CH
+        n = min(CH, P - p0)
+        for p in range(p0, p0 + n):
+            j = p // M
+            dot_table_batch(books[j if per_block else p - j * M], xt[j * d:], tab[p - p0])
+        for s in range(0, n, SUB):
+            for r in range(r0, r1):
+                gather_batch_sum(acc[(r - r0) * LANES:], tab[s:], codes[ci, r, s:],
+                                 min(SUB, n - s), K)
+    for b in range(nb):
+        for o in range((r1 - r0) * LANES):
+            out[b0 + b, r0 * LANES + o] = acc[o, b]
+
+
+@njit(cache=True)
+def lookup_batch(x, books, per_block, M, codes, out):  # pragma: no cover - compiled
+    """Serial twin of lookup_batch_parallel."""
+    nr = codes.shape[1]
+    for b0 in range(0, x.shape[0], BATCH):
+        for r0 in range(0, nr, ROW_BLOCKS_MAX):
+            _batch_rows(x, books, per_block, M, codes, out, b0, r0, min(nr, r0 + ROW_BLOCKS_MAX))
+
+
+@njit(parallel=True, cache=True)
+def lookup_batch_parallel(x, books, per_block, M, codes, out, n_tasks):  # pragma: no cover
+    """lookup_parallel for a batch of inputs: the same sums (each output over the code
+    positions in order, from what ``out`` holds), with tables that hold BATCH inputs per
+    entry, so that each code read serves BATCH inputs with one vector add.  books :
+    (n_books, K, d) float32, the codebooks as they are; the rest as lookup_parallel takes
+    them.  Tasks split the inputs into blocks of BATCH, and the rows into ranges of at
+    most ROW_BLOCKS_MAX blocks, more of them when there are fewer tasks than ``n_tasks``
+    (each range builds its block's tables)."""
+    B = x.shape[0]
+    nr = codes.shape[1]
+    n_bb = (B + BATCH - 1) // BATCH
+    R = min(nr, max((nr + ROW_BLOCKS_MAX - 1) // ROW_BLOCKS_MAX, (n_tasks + n_bb - 1) // n_bb))
+    per = (nr + R - 1) // R
+    for t in prange(n_bb * R):
+        bb, r = t // R, t % R
+        _batch_rows(x, books, per_block, M, codes, out, bb * BATCH, min(nr, r * per),
+                    min(nr, (r + 1) * per))
 
 
 @njit(cache=True, inline="never")

@@ -422,3 +422,110 @@ def _sum_by_loads(builder, acc_a, tab_a, cod_a, n, row_bytes, step, code_bits):
             builder.store(builder.fadd(builder.load(sums[lane]), got), sums[lane])
     for lane in range(LANES):
         builder.store(builder.load(sums[lane]), at(acc_a, 4 * lane))
+
+
+
+# Inputs per table entry of the batch-major lookup: one 8-float vector (an AVX2 register),
+# so that the tables of two positions (2 x 256 codewords x 32 bytes) sit in L1 together.
+BATCH = 8
+
+
+def _vec_ptr(builder, address, byte_offset):
+    """``address + byte_offset`` (i64 values) as a pointer."""
+    return builder.inttoptr(builder.add(address, byte_offset), ir.PointerType())
+
+
+@intrinsic
+def dot_table_batch(typingctx, book, xt, tab):
+    """tab[k, :] = sum over t < d, in order, of book[k, t] * xt[t, :] (fused multiply-adds),
+    for every codeword k: one input block's table for BATCH inputs at once, batch-major.
+
+    book : (K, d) float32, the codewords; xt : float32, d * BATCH elements from its start,
+    the block of the BATCH inputs transposed (dimension t of input b at t * BATCH + b); tab
+    : float32, K * BATCH elements from its start.  Eight codewords at a time, their running
+    sums in registers, each load of the inputs shared by the eight."""
+    if not (_f32_arrays(book, xt, tab) and book.ndim == 2):
+        return None
+
+    def codegen(context, builder, sig, args):
+        f32, i64 = ir.FloatType(), ir.IntType(64)
+        vf = ir.VectorType(f32, BATCH)
+        book_s = context.make_array(sig.args[0])(context, builder, args[0])
+        K, d = cgutils.unpack_tuple(builder, book_s.shape, 2)
+        book_a = builder.ptrtoint(book_s.data, i64)
+        xt_a = _address(context, builder, sig.args[1], args[1])
+        tab_a = _address(context, builder, sig.args[2], args[2])
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf, vf, vf]),
+                                             f"llvm.fma.v{BATCH}f32")
+        entry = ir.Constant(i64, 4 * BATCH)  # bytes of one table entry
+
+        def codewords(k0, group):  # tab rows k0 .. k0+group-1
+            acc = [cgutils.alloca_once_value(builder, ir.Constant(vf, [0.0] * BATCH))
+                   for _ in range(group)]
+            with cgutils.for_range(builder, d) as t:
+                xv = builder.load(_vec_ptr(builder, xt_a, builder.mul(t.index, entry)), typ=vf,
+                                  align=4)
+                for i, a in enumerate(acc):
+                    at = builder.mul(builder.add(builder.mul(builder.add(
+                        k0, ir.Constant(i64, i)), d), t.index), ir.Constant(i64, 4))
+                    c = _splat(builder, builder.load(_vec_ptr(builder, book_a, at), typ=f32), vf)
+                    builder.store(builder.call(fma, [c, xv, builder.load(a)]), a)
+            for i, a in enumerate(acc):
+                out = builder.mul(builder.add(k0, ir.Constant(i64, i)), entry)
+                builder.store(builder.load(a), _vec_ptr(builder, tab_a, out), align=4)
+
+        group = ir.Constant(i64, 8)
+        with cgutils.for_range(builder, builder.udiv(K, group)) as g:
+            codewords(builder.mul(g.index, group), 8)
+        with cgutils.for_range(builder, builder.urem(K, group)) as r:
+            codewords(builder.add(builder.mul(builder.udiv(K, group), group), r.index), 1)
+        return context.get_dummy_value()
+
+    return types.void(book, xt, tab), codegen
+
+
+@intrinsic
+def gather_batch_sum(typingctx, acc, table, codes, n, K):
+    """acc[l, :] += table[i, codes[i, l], :] for i = 0 .. n-1 in order, every row l < LANES
+    of one block of rows: the batch-major twin of gather_sum, whose table entries hold
+    BATCH inputs each, so that one vector load and one vector add serve them all.  Four
+    rows at a time, their running sums in registers.
+
+    acc : float32, LANES * BATCH elements from its start (row l's sums at l * BATCH);
+    table : float32, (n, K, BATCH) from its start; codes : uint8/uint16 with n * LANES
+    elements from its start (C order, positions then rows)."""
+    if not (_f32_arrays(acc, table) and _codes_type(codes) and isinstance(n, types.Integer)
+            and isinstance(K, types.Integer)):
+        return None
+    code_bits = codes.dtype.bitwidth
+
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        vf = ir.VectorType(ir.FloatType(), BATCH)
+        acc_a = _address(context, builder, sig.args[0], args[0])
+        tab_a = _address(context, builder, sig.args[1], args[1])
+        cod_a = _address(context, builder, sig.args[2], args[2])
+        n = context.cast(builder, args[3], sig.args[3], types.int64)
+        entry = ir.Constant(i64, 4 * BATCH)
+        pos_bytes = builder.mul(context.cast(builder, args[4], sig.args[4], types.int64), entry)
+        code_bytes = code_bits // 8
+        for first in range(0, LANES, 4):
+            rows = range(first, first + 4)
+            sums = [cgutils.alloca_once_value(builder, builder.load(
+                _vec_ptr(builder, acc_a, ir.Constant(i64, 4 * BATCH * r)), typ=vf, align=4))
+                for r in rows]
+            with cgutils.for_range(builder, n) as i:
+                base = builder.add(tab_a, builder.mul(i.index, pos_bytes))
+                at = builder.mul(i.index, ir.Constant(i64, LANES * code_bytes))
+                for s, r in zip(sums, rows):
+                    c = builder.load(_vec_ptr(builder, cod_a, builder.add(
+                        at, ir.Constant(i64, r * code_bytes))), typ=ir.IntType(code_bits))
+                    got = builder.load(_vec_ptr(builder, base, builder.mul(
+                        builder.zext(c, i64), entry)), typ=vf, align=4)
+                    builder.store(builder.fadd(builder.load(s), got), s)
+            for s, r in zip(sums, rows):
+                builder.store(builder.load(s), _vec_ptr(builder, acc_a,
+                                                        ir.Constant(i64, 4 * BATCH * r)), align=4)
+        return context.get_dummy_value()
+
+    return types.void(acc, table, codes, n, K), codegen

@@ -3,7 +3,9 @@
 ``LUTLinear`` computes y = x @ W.T + b without the dense W:
 - product / residual quantization: per call, a table of partial dot products of each
   input block with every codeword (one small matrix product per stage), then per output
-  row a sum of table entries picked by the codes;
+  row a sum of table entries picked by the codes; from BATCH_LOOKUP_FROM inputs on, each
+  table entry holds the products of 8 inputs, so one vector add per code read serves
+  them all;
 - scalar (k-means) codes: per output row, the inputs are summed into one bin per
   codeword, then one dot product with the codebook;
 - pruned sparse codes: per output row, a gather over its nonzero entries (pruned weights
@@ -11,8 +13,9 @@
   dense product would multiply it by zero and spread it to every row);
 - a tensor stored by row groups (``hot_rows``): one layer per member, each computing
   its own output rows;
-- for large batches (from ``crossover`` rows of input on) the lookup loses to BLAS: the
-  layer then decodes ``tile_rows`` rows of W at a time into one reusable buffer and
+- for large batches (from ``crossover`` rows of input on) the lookup loses to BLAS on
+  layers with few output rows per table entry, and k-means codes always do: the layer then
+  decodes ``tile_rows`` rows of W at a time into one reusable buffer and
   multiplies with BLAS, never holding the whole dense matrix.
 """
 from __future__ import annotations
@@ -27,22 +30,32 @@ from .._kernels import lut
 from .._kernels.simd import LANES
 from ..errors import InputError
 
-# Batch size from which the tiled BLAS path is used, per kind and layer size: steps of
-# (from this many weights, this batch).  Measured by benchmarks/lut_bench.py (tiled
-# beating lookup; docs/benchmarks.md) since the lookup builds its tables in-kernel, on an
-# AVX-512 Xeon (two runs) and an AVX2 AMD EPYC (two runs, with its scalar-sum lookup): on
-# the MiniLM shapes pq 8 (4-16 between runs and shapes), rq 4 (2-8); on the LLM-sized ones
-# (16.7 M weights and up) pq 16 (16-32), rq 8 (4-16); kmeans 1 (its tiled path won at
-# batch 1 on every shape in every run).  Sparse layers keep their gather, whose work
-# scales with the kept weights (their tile decoding is a Python loop; not measured).
-CROSSOVER = {"pq": ((0, 8), (1 << 22, 16)), "rq": ((0, 4), (1 << 22, 8)), "kmeans": ((0, 1),),
+# Batch size from which the tiled BLAS path is used, per kind, in steps of (from this many
+# output rows per table entry, this batch).  A layer's rows per table entry are
+# out_features / (K * stages) for product and residual codes: how many rows share the
+# work of each table entry the lookup builds (its tables grow with the inputs times
+# K * stages, BLAS's work with the inputs times the rows); K for k-means and sparse codes.
+# Measured by benchmarks/lut_bench.py with the batch-major lookup (docs/benchmarks.md): PQ
+# with 4 or more rows per entry (1536x384, 4096x4096, 11008x4096 at 8x256) never ran
+# tiled faster up to batch 64 but once (64 on 1536x384), RQ from 32-64 there; below 4
+# rows per entry (384x384, 384x1536) PQ from 4-16, RQ from 4; k-means from 1.  Sparse
+# layers keep their gather, whose work scales with the kept weights (their tile decoding is
+# a Python loop; not measured).
+CROSSOVER = {"pq": ((0, 16), (4, 1 << 30)), "rq": ((0, 4), (4, 32)), "kmeans": ((0, 1),),
              "sparse": ((0, 1 << 30),), "uniform": ((0, 1),), "raw": ((0, 1),),
              "rows": ((0, 1 << 30),)}  # rows: each member follows its own kind's
 
+# From this batch on, the PQ/RQ lookup builds its tables batch-major (lut.lookup_batch: a
+# table entry holds BATCH inputs, one vector add per code read), below it one table per
+# input (lut.lookup).  Measured by benchmarks/lut_bench.py: from 4 on five of the ten PQ
+# and RQ shapes, 8 on four, 16 on one.
+BATCH_LOOKUP_FROM = 4
 
-def default_crossover(kind: str, n_weights: int) -> int:
-    """The batch size from which a ``kind`` layer of ``n_weights`` weights runs tiled."""
-    return [batch for start, batch in CROSSOVER[kind] if n_weights >= start][-1]
+
+def default_crossover(kind: str, rows_per_entry: float) -> int:
+    """The batch size from which a ``kind`` layer with ``rows_per_entry`` output rows per
+    table entry runs tiled."""
+    return [batch for start, batch in CROSSOVER[kind] if rows_per_entry >= start][-1]
 
 
 # The kinds with a lookup kernel; the others always run tiled (or are raw, or row groups).
@@ -128,8 +141,6 @@ class LUTLinear:
         if self.bias is not None and self.bias.shape != (self.out_features,):
             raise InputError(f"{self.name}: bias shape {self.bias.shape}, expected "
                              f"({self.out_features},)")
-        self.crossover = (default_crossover(self.kind, self.out_features * self.in_features)
-                          if crossover is None else int(crossover))
         self.tile_rows = int(tile_rows)
         self.quantizer = tensor.quantizer
         self.signs = tensor.signs  # Hadamard rotation of the inputs (vqcompress.rotation)
@@ -176,6 +187,15 @@ class LUTLinear:
         else:  # uniform: decoded tile by tile
             self.codes = np.ascontiguousarray(tensor.codes.reshape(self.out_features, -1))
         self.n_weights = self.out_features * self.in_features
+        if crossover is None:
+            if self.kind in ("pq", "rq"):
+                entries = self.books.shape[1] * self.stages
+            elif self.kind in ("kmeans", "sparse"):
+                entries = self.codebook.shape[0]
+            else:
+                entries = 1
+            crossover = default_crossover(self.kind, self.out_features / entries)
+        self.crossover = int(crossover)
 
     # -- sizes ----------------------------------------------------------------------
     @property
@@ -218,10 +238,16 @@ class LUTLinear:
                 y += self.bias
         return y if len(lead) == 1 else y.reshape(*lead, self.out_features)
 
-    def _lookup(self, x2):
-        """x2 @ W.T + bias by the lookup kernels, which add to what ``out`` holds."""
+    def _lookup(self, x2, batch_major=None):
+        """x2 @ W.T + bias by the lookup kernels, which add to what ``out`` holds; PQ/RQ
+        tables batch-major when ``batch_major`` (by default: from BATCH_LOOKUP_FROM
+        inputs on)."""
         B = x2.shape[0]
-        par = B * self.codes.size >= PARALLEL_WORK
+        if batch_major is None:
+            batch_major = B >= BATCH_LOOKUP_FROM
+        # the batch-major kernel's work is that of whole blocks of BATCH inputs
+        work = -(-B // lut.BATCH) * lut.BATCH if batch_major else B
+        par = work * self.codes.size >= PARALLEL_WORK
         # pq/rq rows come in blocks of LANES (padded); their kernel fills whole blocks
         n_out = self.codes.shape[1] * LANES if self.kind in ("pq", "rq") else self.out_features
         if self.bias is None:
@@ -231,7 +257,13 @@ class LUTLinear:
             out[:, :self.out_features] = self.bias
             if n_out > self.out_features:
                 out[:, self.out_features:] = 0.0
-        if self.kind in ("pq", "rq"):
+        if self.kind in ("pq", "rq") and batch_major:
+            if par:
+                lut.lookup_batch_parallel(x2, self.books, self.per_block, self.stages,
+                                          self.codes, out, numba.get_num_threads())
+            else:
+                lut.lookup_batch(x2, self.books, self.per_block, self.stages, self.codes, out)
+        elif self.kind in ("pq", "rq"):
             if par:
                 lut.lookup_parallel(x2, self.books_t, self.per_block, self.stages, self.codes,
                                     out, min(self.codes.shape[1], numba.get_num_threads()))
