@@ -37,6 +37,9 @@ def header(title: str) -> None:
           f"vqcompress {vqcompress.__version__}")
     print(f"- threads: NUMBA_NUM_THREADS={os.environ['NUMBA_NUM_THREADS']}, "
           f"numba layer={numba.threading_layer()}, pools: {pools}")
+    spin = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+    if spin:  # OpenBLAS's idle threads spin 2**n cycles (default 2**28) before sleeping
+        print(f"- OPENBLAS_THREAD_TIMEOUT={spin}")
     print(f"- load average at start: {load:.2f}")
     if load > 0.5 * (os.cpu_count() or 1):
         print(f"- WARNING: the machine is busy (load {load:.2f}); times are unreliable")

@@ -14,6 +14,11 @@ same process.
    whole and with one row block only (about its tables alone), each timed inside Numba
    over 200 calls so that no call overhead counts; then, called from Python in turn with
    BLAS, the serial and the parallel kernel.
+4. The batch-major lookup on 1536x384 PQ 8x256, one block of 8 inputs, inside Numba: its
+   table build (one position's 256 entries of 8 inputs) and its sums per row and position,
+   reading the tables of 1, 2, 4 or all 16 positions of a chunk for every row before the
+   next (the kernel takes lut.SUB); then, from Python in turn with BLAS at batch 64, the
+   serial batch-major kernel and the one with a table per input.
 
     python benchmarks/bench_kernel_parts.py
 """
@@ -28,6 +33,7 @@ from _harness import N_THREADS, best_of, best_of_each, header, minilm_safetensor
 from lut_bench import CONFIGS, make_layer
 from vqcompress._kernels import lut
 from vqcompress._kernels.assign import assign_nearest
+from vqcompress._kernels.simd import BATCH, LANES, dot_table_batch, gather_batch_sum
 
 TENSOR = "encoder.layer.0.intermediate.dense.weight"
 
@@ -154,6 +160,52 @@ def lookup_rows(rng, reps):
     return rows
 
 
+@numba.njit
+def _tables_repeated(n, books, xt, tab):
+    for _ in range(n):
+        for p in range(tab.shape[0]):
+            dot_table_batch(books[0], xt[p * 8:], tab[p])
+
+
+@numba.njit
+def _sums_repeated(n, acc, tab, codes, sub):
+    K = tab.shape[1]
+    for _ in range(n):
+        for s in range(0, tab.shape[0], sub):
+            for r in range(codes.shape[1]):
+                gather_batch_sum(acc[r * LANES:], tab[s:], codes[0, r, s:], sub, K)
+
+
+def batch_major_rows(rng, reps):
+    L = make_layer(CONFIGS["pq 8x256 (1 bit/w)"], 1536, 384, rng)
+    CH, K = L.codes.shape[2], L.books.shape[1]
+    xt = rng.normal(size=(384, BATCH)).astype(np.float32)
+    tab = np.empty((CH, K, BATCH), np.float32)
+    acc = np.zeros((L.codes.shape[1] * LANES, BATCH), np.float32)
+    rows = []
+    t = best_of(lambda: _tables_repeated(20, L.books, xt, tab), reps)[0] / (20 * CH)
+    rows.append({"part": "table of one position (256 x 8 inputs)", "ns": t * 1e9,
+                 "per": f"{256 * 8 * BATCH / t / 1e9:.1f} G multiply-adds/s"})
+    for sub in (1, 2, 4, CH):
+        t = best_of(lambda: _sums_repeated(20, acc, tab, L.codes, sub), reps)[0] / (
+            20 * CH * 1536)
+        rows.append({"part": f"sums, {sub} positions at a time", "ns": t * 1e9,
+                     "per": f"row and position ({BATCH} adds)"})
+    W = rng.normal(size=(1536, 384)).astype(np.float32)
+    x = rng.normal(size=(64, 384)).astype(np.float32)
+    out = np.zeros((64, L.codes.shape[1] * LANES), np.float32)
+    t = best_of_each({"blas": lambda: x @ W.T,
+                      "batch": lambda: lut.lookup_batch(x, L.books, L.per_block, L.stages,
+                                                        L.codes, out),
+                      "per-input": lambda: lut.lookup(x, L.books_t, L.per_block, L.stages,
+                                                      L.codes, out)}, reps)
+    for k, name in (("blas", "BLAS x @ W.T, batch 64"),
+                    ("batch", "batch-major lookup, serial, batch 64"),
+                    ("per-input", "table-per-input lookup, serial, batch 64")):
+        rows.append({"part": name, "ns": t[k] * 1e9, "per": "call"})
+    return rows
+
+
 def main():
     header("Kernel parts: nearest-center pass and tile decoding, beside their peers")
     W = load_file(minilm_safetensors())[TENSOR]
@@ -171,6 +223,8 @@ def main():
     table(lookup_rows(np.random.default_rng(0), 20),
           ["shape", "config", "kernel us", "one row block us", "BLAS us", "serial us",
            "parallel us", "parallel / serial"])
+    print("\n### The batch-major lookup's parts, 1536x384 PQ 8x256\n")
+    table(batch_major_rows(np.random.default_rng(0), 20), ["part", "ns", "per"])
 
 
 if __name__ == "__main__":

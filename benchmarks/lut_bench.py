@@ -23,6 +23,7 @@ import numpy as np
 import vqcompress as vq
 from _harness import best_of_each, header, table
 from vqcompress.nn import LUTLinear
+from vqcompress.nn.layers import BATCH_LOOKUP_FROM, LOOKUP_KINDS
 from vqcompress.pipeline import CompressedTensor
 
 SHAPES = [(384, 384), (1536, 384), (384, 1536), (4096, 4096), (11008, 4096)]
@@ -46,11 +47,31 @@ def make_layer(make_q, out, n_in, rng):
 
 
 def lookup_bytes(layer, B):
-    """Bytes a lookup call reads: codes, codebooks and the tables it builds."""
+    """Bytes a lookup call reads: codes, codebooks and the tables it builds (batch-major
+    ones for whole blocks of 8 inputs)."""
     if layer.kind in ("pq", "rq"):
-        M, K = layer.books.shape[0], layer.books.shape[1]
+        M, K = layer.stages, layer.books.shape[1]
+        if B >= BATCH_LOOKUP_FROM:
+            B = -(-B // 8) * 8
         return layer.codes.nbytes + layer.books.nbytes + M * B * layer.quantizer.n_blocks_ * K * 4
     return layer.codes.nbytes + layer.codebook.nbytes + B * layer.in_features * 4
+
+
+def path(layer, B):
+    """The path the layer's dispatch takes at batch B."""
+    if layer.kind not in LOOKUP_KINDS or B >= layer.crossover:
+        return "tiled"
+    return "batch lookup" if layer.kind in ("pq", "rq") and B >= BATCH_LOOKUP_FROM else "lookup"
+
+
+def first_win(layer, n_in, rng, fast, slow, batches):
+    """The first batch in ``batches`` at which ``fast(layer, x)`` beat ``slow(layer, x)``."""
+    for B in batches:
+        x = rng.normal(size=(B, n_in)).astype(np.float32)
+        t = best_of_each({"fast": lambda: fast(layer, x), "slow": lambda: slow(layer, x)}, 5)
+        if t["fast"] < t["slow"]:
+            return B
+    return f">{batches[-1]}"
 
 
 def main():
@@ -74,30 +95,31 @@ def main():
                 t_lut = best_of_each({"lookup": lambda: layer._lookup(x)}, reps)["lookup"]
                 t_alone = best_of_each({"blas": lambda: x @ W.T}, reps)["blas"]
                 rows.append({"shape": f"{out}x{n_in}", "config": cname, "batch": B,
-                             "BLAS us": t_blas * 1e6, "lookup us": t_lut * 1e6,
+                             "path": path(layer, B), "BLAS us": t_blas * 1e6, "lookup us": t_lut * 1e6,
                              "tiled us": t_tile * 1e6, "layer us": t_disp * 1e6,
                              "speed vs BLAS": t_blas / t_disp,
                              "BLAS alone us": t_alone * 1e6,
                              "speed vs BLAS alone": t_alone / t_disp,
                              "MB read (BLAS / lookup)":
                                  f"{W.nbytes / 1e6:.2f} / {lookup_bytes(layer, B) / 1e6:.2f}"})
-            # crossover: the first batch size at which the tiled path beats the lookup
-            cross = None
-            for B in (1, 2, 4, 8, 16, 32, 64):
-                x = rng.normal(size=(B, n_in)).astype(np.float32)
-                t = best_of_each({"tiled": lambda: layer._tiled(x),
-                                  "lookup": lambda: layer._lookup(x)}, 5)
-                if t["tiled"] < t["lookup"]:
-                    cross = B
-                    break
-            crossover_rows.append({"shape": f"{out}x{n_in}", "config": cname,
-                                   "tiled beats lookup from batch": cross or ">64"})
-    table(rows, ["shape", "config", "batch", "BLAS us", "lookup us", "tiled us", "layer us",
+            # crossovers: from which batch the batch-major lookup beats the per-input one,
+            # and the tiled path the lookup the layer would run
+            cross = {"shape": f"{out}x{n_in}", "config": cname}
+            if layer.kind in ("pq", "rq"):
+                cross["batch-major lookup beats per-input from batch"] = first_win(
+                    layer, n_in, rng, lambda m, x: m._lookup(x, batch_major=True),
+                    lambda m, x: m._lookup(x, batch_major=False), (1, 2, 4, 8, 16))
+            cross["tiled beats the lookup from batch"] = first_win(
+                layer, n_in, rng, lambda m, x: m._tiled(x), lambda m, x: m._lookup(x),
+                (1, 2, 4, 8, 16, 32, 64))
+            crossover_rows.append(cross)
+    table(rows, ["shape", "config", "batch", "path", "BLAS us", "lookup us", "tiled us", "layer us",
                  "speed vs BLAS", "BLAS alone us", "speed vs BLAS alone",
                  "MB read (BLAS / lookup)"])
-    print("Measured dispatch crossover (vqcompress.nn.CROSSOVER holds what the layers use, "
-          "by kind and layer size):\n")
-    table(crossover_rows, ["shape", "config", "tiled beats lookup from batch"])
+    print("Measured dispatch crossovers (vqcompress.nn.CROSSOVER and BATCH_LOOKUP_FROM hold "
+          "what the layers use):\n")
+    table(crossover_rows, ["shape", "config", "batch-major lookup beats per-input from batch",
+                           "tiled beats the lookup from batch"])
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ def test_default_crossover_follows_the_measured_steps(monkeypatch):
     assert nn.default_crossover("rq", 384 / 512) == 4
     assert nn.default_crossover("pq", 1536 / 256) == 1 << 30
     assert nn.default_crossover("rq", 4096 / 512) == 32
+    assert nn.default_crossover("rq", 1536 / 512) == 32
     assert nn.default_crossover("kmeans", 4096 / 16) == 1
     monkeypatch.setitem(nn.CROSSOVER, "pq", ((0, 16), (2, 8)))
     assert nn.default_crossover("pq", 1.5) == 16

@@ -35,20 +35,22 @@ from ..errors import InputError
 # out_features / (K * stages) for product and residual codes: how many rows share the
 # work of each table entry the lookup builds (its tables grow with the inputs times
 # K * stages, BLAS's work with the inputs times the rows); K for k-means and sparse codes.
-# Measured by benchmarks/lut_bench.py with the batch-major lookup (docs/benchmarks.md): PQ
-# with 4 or more rows per entry (1536x384, 4096x4096, 11008x4096 at 8x256) never ran
-# tiled faster up to batch 64 but once (64 on 1536x384), RQ from 32-64 there; below 4
-# rows per entry (384x384, 384x1536) PQ from 4-16, RQ from 4; k-means from 1.  Sparse
-# layers keep their gather, whose work scales with the kept weights (their tile decoding is
-# a Python loop; not measured).
-CROSSOVER = {"pq": ((0, 16), (4, 1 << 30)), "rq": ((0, 4), (4, 32)), "kmeans": ((0, 1),),
+# Measured by benchmarks/lut_bench.py with the batch-major lookup, four runs
+# (docs/benchmarks.md): PQ with 4 or more rows per entry (1536x384, 4096x4096, 11008x4096
+# at 8x256) never ran tiled faster up to batch 64; below that (384x384, 384x1536) tiled
+# from 4-64.  RQ at 3 to 21 rows per entry (1536x384, 4096x4096, 11008x4096 at 2x8x256)
+# tiled from 32-64 (not up to 64 in one run), below 1 row per entry (384x384, 384x1536)
+# from 4 (32 in one run).  k-means from 1 (2 twice).  Sparse layers keep their gather, whose work scales with the kept
+# weights (their tile decoding is a Python loop; not measured).
+CROSSOVER = {"pq": ((0, 16), (4, 1 << 30)), "rq": ((0, 4), (2, 32)), "kmeans": ((0, 1),),
              "sparse": ((0, 1 << 30),), "uniform": ((0, 1),), "raw": ((0, 1),),
              "rows": ((0, 1 << 30),)}  # rows: each member follows its own kind's
 
 # From this batch on, the PQ/RQ lookup builds its tables batch-major (lut.lookup_batch: a
 # table entry holds BATCH inputs, one vector add per code read), below it one table per
-# input (lut.lookup).  Measured by benchmarks/lut_bench.py: from 4 on five of the ten PQ
-# and RQ shapes, 8 on four, 16 on one.
+# input (lut.lookup).  Measured by benchmarks/lut_bench.py, four runs: from 4 on 384x384
+# PQ (8 once), 1536x384 and the LLM-sized shapes (2 twice), from 8 on 384x1536 and on
+# 384x384 RQ (4 once).
 BATCH_LOOKUP_FROM = 4
 
 
