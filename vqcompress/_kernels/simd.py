@@ -345,6 +345,20 @@ dot_table4 = _dot_table(4)
 dot_table1 = _dot_table(1)
 
 
+def _gather_types_ok(acc, table, codes, n, K):
+    """The argument types gather_sum and gather_batch_sum take."""
+    return (_f32_arrays(acc, table) and _codes_type(codes) and isinstance(n, types.Integer)
+            and isinstance(K, types.Integer))
+
+
+def _gather_args(context, builder, sig, args):
+    """(acc, table, codes addresses, n, K) of a gather_sum-like call, as i64 values."""
+    acc_a, tab_a, cod_a = (_address(context, builder, t, v)
+                           for t, v in zip(sig.args[:3], args[:3]))
+    n, K = (context.cast(builder, v, t, types.int64) for t, v in zip(sig.args[3:], args[3:]))
+    return acc_a, tab_a, cod_a, n, K
+
+
 @intrinsic
 def gather_sum(typingctx, acc, table, codes, n, K):
     """acc[l] += table[i*K + codes[i, l]] for i = 0 .. n-1 in order, every l < LANES: the
@@ -354,19 +368,14 @@ def gather_sum(typingctx, acc, table, codes, n, K):
 
     acc, table : float32 arrays (acc LANES long, table n*K); codes : uint8/uint16 with
     n*LANES elements from its start (C order, positions then lanes)."""
-    if not (_f32_arrays(acc, table) and _codes_type(codes) and isinstance(n, types.Integer)
-            and isinstance(K, types.Integer)):
+    if not _gather_types_ok(acc, table, codes, n, K):
         return None
     code_bits = codes.dtype.bitwidth
 
     def codegen(context, builder, sig, args):
         i64 = ir.IntType(64)
-        acc_a = _address(context, builder, sig.args[0], args[0])
-        tab_a = _address(context, builder, sig.args[1], args[1])
-        cod_a = _address(context, builder, sig.args[2], args[2])
-        n = context.cast(builder, args[3], sig.args[3], types.int64)
-        row_bytes = builder.mul(context.cast(builder, args[4], sig.args[4], types.int64),
-                                ir.Constant(i64, 4))
+        acc_a, tab_a, cod_a, n, K = _gather_args(context, builder, sig, args)
+        row_bytes = builder.mul(K, ir.Constant(i64, 4))
         step = ir.Constant(i64, LANES * code_bits // 8)
         if _isa(context) == "avx512":
             _sum_by_gathers(builder, acc_a, tab_a, cod_a, n, row_bytes, step, code_bits)
@@ -494,20 +503,16 @@ def gather_batch_sum(typingctx, acc, table, codes, n, K):
     acc : float32, LANES * BATCH elements from its start (row l's sums at l * BATCH);
     table : float32, (n, K, BATCH) from its start; codes : uint8/uint16 with n * LANES
     elements from its start (C order, positions then rows)."""
-    if not (_f32_arrays(acc, table) and _codes_type(codes) and isinstance(n, types.Integer)
-            and isinstance(K, types.Integer)):
+    if not _gather_types_ok(acc, table, codes, n, K):
         return None
     code_bits = codes.dtype.bitwidth
 
     def codegen(context, builder, sig, args):
         i64 = ir.IntType(64)
         vf = ir.VectorType(ir.FloatType(), BATCH)
-        acc_a = _address(context, builder, sig.args[0], args[0])
-        tab_a = _address(context, builder, sig.args[1], args[1])
-        cod_a = _address(context, builder, sig.args[2], args[2])
-        n = context.cast(builder, args[3], sig.args[3], types.int64)
+        acc_a, tab_a, cod_a, n, K = _gather_args(context, builder, sig, args)
         entry = ir.Constant(i64, 4 * BATCH)
-        pos_bytes = builder.mul(context.cast(builder, args[4], sig.args[4], types.int64), entry)
+        pos_bytes = builder.mul(K, entry)
         code_bytes = code_bits // 8
         for first in range(0, LANES, 4):
             rows = range(first, first + 4)
