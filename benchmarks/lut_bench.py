@@ -7,10 +7,13 @@ layer is built from a quantizer fitted on a small sample of the same width, with
 codes at full size.  BLAS, the tiled path and the layer are each timed as the fastest of
 calls made in turn with the other two, so that a slow spell of the machine falls on all of
 them and each call finds the caches and thread pools as the others left them, as between
-the layers of a model.  The lookup is timed apart: a long parallel lookup (at batch 64)
-slowed the BLAS call after it, a mix the dispatch never makes.  "BLAS alone" repeats BLAS
-back to back (its weight stays in cache, its threads awake).  "speed vs BLAS" > 1 means faster than BLAS.  Also measures the
-batch from which the tiled BLAS path beats the lookup (the dispatch crossover).
+the layers of a model.  "lookup us" is the lookup the layer would run at that batch (a
+table per input, or batch-major tables for PQ/RQ), timed apart, also where the layer runs
+tiled.  "BLAS alone" repeats BLAS back to back (its weight stays in cache, its threads
+awake).  "speed vs BLAS" > 1 means faster than BLAS.  "path" is what the layer ran
+(``LUTLinear.path``).  Also measures the dispatch crossovers: the batch from which the
+PQ/RQ lookup with batch-major tables beats the one with a table per input, and the batch
+from which the tiled BLAS path beats the lookup the layer would run.
 
     python benchmarks/lut_bench.py [--quick]
 """
@@ -22,8 +25,8 @@ import numpy as np
 
 import vqcompress as vq
 from _harness import best_of_each, header, table
+from vqcompress._kernels.lut import BATCH
 from vqcompress.nn import LUTLinear
-from vqcompress.nn.layers import BATCH_LOOKUP_FROM, LOOKUP_KINDS
 from vqcompress.pipeline import CompressedTensor
 
 SHAPES = [(384, 384), (1536, 384), (384, 1536), (4096, 4096), (11008, 4096)]
@@ -48,20 +51,13 @@ def make_layer(make_q, out, n_in, rng):
 
 def lookup_bytes(layer, B):
     """Bytes a lookup call reads: codes, codebooks and the tables it builds (batch-major
-    ones for whole blocks of 8 inputs)."""
+    ones for whole blocks of BATCH inputs)."""
     if layer.kind in ("pq", "rq"):
         M, K = layer.stages, layer.books.shape[1]
-        if B >= BATCH_LOOKUP_FROM:
-            B = -(-B // 8) * 8
+        if layer._batch_major(B):
+            B = -(-B // BATCH) * BATCH
         return layer.codes.nbytes + layer.books.nbytes + M * B * layer.quantizer.n_blocks_ * K * 4
     return layer.codes.nbytes + layer.codebook.nbytes + B * layer.in_features * 4
-
-
-def path(layer, B):
-    """The path the layer's dispatch takes at batch B."""
-    if layer.kind not in LOOKUP_KINDS or B >= layer.crossover:
-        return "tiled"
-    return "batch lookup" if layer.kind in ("pq", "rq") and B >= BATCH_LOOKUP_FROM else "lookup"
 
 
 def first_win(layer, n_in, rng, fast, slow, batches):
@@ -95,7 +91,7 @@ def main():
                 t_lut = best_of_each({"lookup": lambda: layer._lookup(x)}, reps)["lookup"]
                 t_alone = best_of_each({"blas": lambda: x @ W.T}, reps)["blas"]
                 rows.append({"shape": f"{out}x{n_in}", "config": cname, "batch": B,
-                             "path": path(layer, B), "BLAS us": t_blas * 1e6, "lookup us": t_lut * 1e6,
+                             "path": layer.path(B), "BLAS us": t_blas * 1e6, "lookup us": t_lut * 1e6,
                              "tiled us": t_tile * 1e6, "layer us": t_disp * 1e6,
                              "speed vs BLAS": t_blas / t_disp,
                              "BLAS alone us": t_alone * 1e6,

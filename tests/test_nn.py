@@ -70,6 +70,13 @@ def test_default_crossover_follows_the_measured_steps(monkeypatch):
     assert layer.crossover == 8  # 64 rows, 16 codewords: 4 rows per table entry
 
 
+def test_only_pq_and_rq_look_up_batch_major(layers):
+    for key in ("kmeans", "sparse"):
+        assert not layers[key]._batch_major(64)
+    assert layers["sparse"].path(64) == "lookup"  # sparse layers keep their gather
+    assert layers["uniform"].path(1) == "tiled"
+
+
 def test_l1_size_read_from_sysfs(tmp_path):
     from vqcompress.nn.layers import _l1_data_bytes
     for i, (level, kind, size) in enumerate([("1", "Instruction", "64K"), ("1", "Data", "48K"),
@@ -187,7 +194,9 @@ def test_memory_is_codes_codebooks_and_one_tile(tmp_path):
     assert layer.nbytes == layer.codes.nbytes + books  # lookup: no tile yet
     layer(np.ones((64, 512), np.float32))  # 4 rows per table entry: a batch-major lookup
     assert layer.nbytes == layer.codes.nbytes + books
+    assert [layer.path(b) for b in (1, 3, 4, 64)] == ["lookup"] * 2 + ["batch lookup"] * 2
     layer.crossover = 64
+    assert layer.path(64) == "tiled"
     layer(np.ones((64, 512), np.float32))
     assert layer.nbytes == layer.codes.nbytes + books + 256 * 512 * 4
     assert layer.nbytes < 1024 * 512 * 4 / 1.9

@@ -40,8 +40,9 @@ from ..errors import InputError
 # at 8x256) never ran tiled faster up to batch 64; below that (384x384, 384x1536) tiled
 # from 4-64.  RQ at 3 to 21 rows per entry (1536x384, 4096x4096, 11008x4096 at 2x8x256)
 # tiled from 32-64 (not up to 64 in one run), below 1 row per entry (384x384, 384x1536)
-# from 4 (32 in one run).  k-means from 1 (2 twice).  Sparse layers keep their gather, whose work scales with the kept
-# weights (their tile decoding is a Python loop; not measured).
+# from 4 (32 in one run).  k-means from 1 (2 twice).  Sparse layers keep their gather,
+# whose work scales with the kept weights (their tile decoding is a Python loop; not
+# measured).
 CROSSOVER = {"pq": ((0, 16), (4, 1 << 30)), "rq": ((0, 4), (2, 32)), "kmeans": ((0, 1),),
              "sparse": ((0, 1 << 30),), "uniform": ((0, 1),), "raw": ((0, 1),),
              "rows": ((0, 1 << 30),)}  # rows: each member follows its own kind's
@@ -225,7 +226,7 @@ class LUTLinear:
         x2, lead = _as_input(x, self.in_features, self.name)
         if self.signs is not None:  # the codes hold W R: y = (x R)(W R)^T
             x2 = rotation.rotate(x2, self.signs)
-        if self.kind in LOOKUP_KINDS and x2.shape[0] < self.crossover:
+        if self.path(x2.shape[0]) != "tiled":
             y = self._lookup(x2)  # its sums start from the bias
         else:
             if self.kind == "raw":
@@ -240,13 +241,25 @@ class LUTLinear:
                 y += self.bias
         return y if len(lead) == 1 else y.reshape(*lead, self.out_features)
 
+    def path(self, batch: int) -> str:
+        """What a call with ``batch`` inputs runs: "lookup" (a table per input), "batch
+        lookup" (PQ/RQ tables batch-major) or "tiled" (BLAS on decoded tiles; raw and
+        row-group layers, which have no lookup of their own, say "tiled" too)."""
+        if self.kind not in LOOKUP_KINDS or batch >= self.crossover:
+            return "tiled"
+        return "batch lookup" if self._batch_major(batch) else "lookup"
+
+    def _batch_major(self, batch: int) -> bool:
+        """Whether the lookup builds batch-major tables for ``batch`` inputs."""
+        return self.kind in ("pq", "rq") and batch >= BATCH_LOOKUP_FROM
+
     def _lookup(self, x2, batch_major=None):
         """x2 @ W.T + bias by the lookup kernels, which add to what ``out`` holds; PQ/RQ
         tables batch-major when ``batch_major`` (by default: from BATCH_LOOKUP_FROM
         inputs on)."""
         B = x2.shape[0]
         if batch_major is None:
-            batch_major = B >= BATCH_LOOKUP_FROM
+            batch_major = self._batch_major(B)
         # the batch-major kernel's work is that of whole blocks of BATCH inputs
         work = -(-B // lut.BATCH) * lut.BATCH if batch_major else B
         par = work * self.codes.size >= PARALLEL_WORK
