@@ -28,6 +28,10 @@ The lookup kernels in ``lut.py`` are built on these.  No bounds are checked: cal
 ``dot_table4`` / ``dot_table1`` build a lookup table: the dot products of one input block
 with every codeword (see their comment below).
 
+``dot_table_batch`` and ``gather_batch_sum`` are the batch-major twins of dot_table and
+gather_sum: each table entry holds the products of ``BATCH`` inputs, so one code read and
+one vector add serve them all (``lut.lookup_batch``).
+
 ``copy8(dst, src)`` moves eight float32 as one vector, ``sum8(dst, a, b)`` stores the sum of
 two: a codeword of an 8-dimensional block into a decoded row, or the sum of two residual
 stages' codewords (a third stage adds with ``sum8(dst, dst, c)``).  Numba cannot tell the
@@ -70,6 +74,11 @@ def _address(context, builder, ty, val):
     only through integers)."""
     data = context.make_array(ty)(context, builder, val).data
     return builder.ptrtoint(data, ir.IntType(64))
+
+
+def _vec_ptr(builder, address, byte_offset):
+    """``address + byte_offset`` (i64 values) as a pointer."""
+    return builder.inttoptr(builder.add(address, byte_offset), ir.PointerType())
 
 
 def _f32_arrays(*tys):
@@ -411,7 +420,7 @@ def _sum_by_loads(builder, acc_a, tab_a, cod_a, n, row_bytes, step, code_bits):
     mask = ir.Constant(i64, (1 << code_bits) - 1)
 
     def at(address, offset):
-        return builder.inttoptr(builder.add(address, ir.Constant(i64, offset)), ir.PointerType())
+        return _vec_ptr(builder, address, ir.Constant(i64, offset))
 
     sums = []
     for lane in range(LANES):
@@ -433,15 +442,10 @@ def _sum_by_loads(builder, acc_a, tab_a, cod_a, n, row_bytes, step, code_bits):
         builder.store(builder.load(sums[lane]), at(acc_a, 4 * lane))
 
 
-
 # Inputs per table entry of the batch-major lookup: one 8-float vector (an AVX2 register),
-# so that the tables of two positions (2 x 256 codewords x 32 bytes) sit in L1 together.
+# so that the tables of four positions (4 x 256 codewords x 32 bytes, lut.SUB) fit in a
+# 32 KiB L1.
 BATCH = 8
-
-
-def _vec_ptr(builder, address, byte_offset):
-    """``address + byte_offset`` (i64 values) as a pointer."""
-    return builder.inttoptr(builder.add(address, byte_offset), ir.PointerType())
 
 
 @intrinsic
