@@ -246,6 +246,25 @@ def test_lookup_over_many_position_chunks(opts):
             np.testing.assert_array_equal(out[:, :70], y)
 
 
+@pytest.mark.parametrize("method", ["pq", "rq"])
+@pytest.mark.parametrize("bits", [1, 2, 3, 5])
+def test_lookup_with_codebooks_narrower_than_a_vector(method, bits):
+    """2 to 8 codewords (fewer than the 16 the table kernel builds at a time) and 32 (a
+    multiple of 16, not of 64), in both lookups, against float64."""
+    r = np.random.default_rng(bits)
+    w = r.normal(size=(40, 64)).astype(np.float32)
+    t = vq.compress({"w": w}, method=method, bits=bits, block_size=4,
+                    **({"stages": 2} if method == "rq" else {}))["w"]
+    assert t.quantizer.codebooks_.shape[1] == 1 << bits
+    layer = nn.LUTLinear(t, crossover=1 << 30)
+    ref = layer.dense_weight().astype(np.float64)
+    for batch in (1, 5):
+        x = r.normal(size=(batch, 64)).astype(np.float32)
+        for batch_major in (False, True):
+            y = layer._lookup(x, batch_major=batch_major)
+            assert _rel(y, x.astype(np.float64) @ ref.T) < 1e-5
+
+
 @pytest.mark.parametrize("quantizer", [
     vq.ProductQuantizer(8, 8, random_state=0, max_iter=3),
     vq.ProductQuantizer(8, 6, codebook_per_block=True, random_state=0, max_iter=3),

@@ -169,13 +169,17 @@ class LUTLinear:
             self.n_blocks = q.n_blocks_
             self.stages = codes.shape[1] // self.n_blocks  # M codes per block
             self.per_block = n_books == self.n_blocks and self.stages == 1 and self.n_blocks > 1
-            # positions per chunk: their tables (K floats each) fill L1_TABLE_BYTES at batch
+            # the codebooks transposed, (n_books, d, Kp), as the table kernel reads them: Kp
+            # is K rounded up to a multiple of LANES with zero codewords, never picked (the
+            # kernel builds LANES entries at a time).  Codebooks are small, so holding this
+            # twin costs little; nbytes counts it.
+            Kp = -(-K // LANES) * LANES
+            self.books_t = np.zeros((n_books, d, Kp), dtype=np.float32)
+            self.books_t[:, :, :K] = np.transpose(self.books, (0, 2, 1))
+            # positions per chunk: their tables (Kp floats each) fill L1_TABLE_BYTES at batch
             # 1; whole blocks, so that a block's stages share a chunk
-            chunk = max(1, L1_TABLE_BYTES // (K * 4) // self.stages) * self.stages
+            chunk = max(1, L1_TABLE_BYTES // (Kp * 4) // self.stages) * self.stages
             self.codes = chunk_codes(codes, chunk)
-            # the codebooks transposed, (n_books, d, K), as the table kernel reads them
-            # (codebooks are small, so holding this twin costs little; nbytes counts it)
-            self.books_t = np.ascontiguousarray(np.transpose(self.books, (0, 2, 1)))
         elif self.kind == "kmeans":
             self.codes = np.ascontiguousarray(tensor.codes.reshape(self.out_features, -1))
             self.codebook = np.ascontiguousarray(self.quantizer.codebook_, dtype=np.float32)
