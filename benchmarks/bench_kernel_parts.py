@@ -13,16 +13,19 @@ same process.
 3. The lookup at batch 1 on the MiniLM shapes (PQ 8x256, RQ 2x8x256): the serial kernel
    whole and with one row block only (about its tables alone), each timed inside Numba
    over 200 calls so that no call overhead counts; then, called from Python in turn with
-   BLAS, the serial and the parallel kernel.
+   BLAS, the serial and the parallel kernel; and in turn with the serial kernel alone, the
+   layer (with a bias): its time past the kernel's is what a call adds around it.
 4. The batch-major lookup on 1536x384 PQ 8x256, one block of 8 inputs, inside Numba: its
    table build (one position's 256 entries of 8 inputs) and its sums per row and position,
    reading the tables of 1, 2, 4 or all 16 positions of a chunk for every row before the
    next (the kernel takes lut.SUB); then, from Python in turn with BLAS at batch 64, the
    serial batch-major kernel and the one with a table per input.
 
-    python benchmarks/bench_kernel_parts.py
+    python benchmarks/bench_kernel_parts.py [--part N ...]
 """
 import _harness  # noqa: F401  (first: pins thread counts before numba, BLAS, faiss start)
+
+import argparse
 
 import faiss
 import numba
@@ -36,6 +39,7 @@ from vqcompress._kernels.assign import assign_nearest
 from vqcompress._kernels.simd import BATCH, LANES, dot_table_batch, gather_batch_sum
 
 TENSOR = "encoder.layer.0.intermediate.dense.weight"
+NO_BIAS = np.zeros(0, np.float32)  # the lookup kernels' sums then start from zeros
 
 
 def nearest_rows(X, C, reps):
@@ -131,9 +135,9 @@ def tile_rows(rng, reps):
 
 
 @numba.njit
-def _lookup_repeated(n, x, books_t, per_block, M, codes, out):
+def _lookup_repeated(n, x, books_t, per_block, M, codes, bias):
     for _ in range(n):
-        lut.lookup(x, books_t, per_block, M, codes, out)
+        lut.lookup(x, books_t, per_block, M, codes, bias)
 
 
 def lookup_rows(rng, reps):
@@ -142,21 +146,24 @@ def lookup_rows(rng, reps):
         W = rng.normal(size=(out_f, n_in)).astype(np.float32)
         x = rng.normal(size=(1, n_in)).astype(np.float32)
         for cname in ("pq 8x256 (1 bit/w)", "rq 2x8x256 (2 bits/w)"):
-            L = make_layer(CONFIGS[cname], out_f, n_in, rng)
+            L = make_layer(CONFIGS[cname], out_f, n_in, rng,
+                           bias=rng.normal(size=out_f).astype(np.float32))
             args = (x, L.books_t, L.per_block, L.stages)
-            out = np.zeros((1, L.codes.shape[1] * 16), np.float32)
             one = np.ascontiguousarray(L.codes[:, :1])  # one row block: mostly the tables
-            out1 = np.zeros((1, 16), np.float32)
-            whole = best_of(lambda: _lookup_repeated(200, *args, L.codes, out), reps)[0] / 200
-            tables = best_of(lambda: _lookup_repeated(200, *args, one, out1), reps)[0] / 200
-            serial = lambda: lut.lookup(*args, L.codes, out)  # noqa: E731
-            par = lambda: lut.lookup_parallel(*args, L.codes, out, N_THREADS)  # noqa: E731
+            whole = best_of(lambda: _lookup_repeated(200, *args, L.codes, L.bias), reps)[0] / 200
+            tables = best_of(lambda: _lookup_repeated(200, *args, one, NO_BIAS), reps)[0] / 200
+            serial = lambda: lut.lookup(*args, L.codes, L.bias)  # noqa: E731
+            par = lambda: lut.lookup_parallel(*args, L.codes, L.bias, N_THREADS)  # noqa: E731
             par()
             t = best_of_each({"blas": lambda: x @ W.T, "serial": serial, "par": par}, 10 * reps)
+            # apart: after the parallel kernel, TBB's thread shared a core with the next call
+            t_call = best_of_each({"serial": serial, "layer": lambda: L(x)}, 10 * reps)
             rows.append({"shape": f"{out_f}x{n_in}", "config": cname,
                          "kernel us": whole * 1e6, "one row block us": tables * 1e6,
                          "BLAS us": t["blas"] * 1e6, "serial us": t["serial"] * 1e6,
-                         "parallel us": t["par"] * 1e6, "parallel / serial": t["par"] / t["serial"]})
+                         "parallel us": t["par"] * 1e6, "parallel / serial": t["par"] / t["serial"],
+                         "layer us": t_call["layer"] * 1e6,
+                         "layer - serial us": (t_call["layer"] - t_call["serial"]) * 1e6})
     return rows
 
 
@@ -193,12 +200,11 @@ def batch_major_rows(rng, reps):
                      "per": f"row and position ({BATCH} adds)"})
     W = rng.normal(size=(1536, 384)).astype(np.float32)
     x = rng.normal(size=(64, 384)).astype(np.float32)
-    out = np.zeros((64, L.codes.shape[1] * LANES), np.float32)
     t = best_of_each({"blas": lambda: x @ W.T,
                       "batch": lambda: lut.lookup_batch(x, L.books, L.per_block, L.stages,
-                                                        L.codes, out),
+                                                        L.codes, NO_BIAS),
                       "per-input": lambda: lut.lookup(x, L.books_t, L.per_block, L.stages,
-                                                      L.codes, out)}, reps)
+                                                      L.codes, NO_BIAS)}, reps)
     for k, name in (("blas", "BLAS x @ W.T, batch 64"),
                     ("batch", "batch-major lookup, serial, batch 64"),
                     ("per-input", "table-per-input lookup, serial, batch 64")):
@@ -207,24 +213,33 @@ def batch_major_rows(rng, reps):
 
 
 def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--part", type=int, choices=range(1, 5), action="append",
+                    help="run only this part (repeatable); all four by default")
+    parts = set(ap.parse_args().part or range(1, 5))
     header("Kernel parts: nearest-center pass and tile decoding, beside their peers")
-    W = load_file(minilm_safetensors())[TENSOR]
-    X = np.ascontiguousarray(W.reshape(-1, 8))
-    C = X[np.random.default_rng(0).choice(len(X), 256, replace=False)].copy()
-    print("### One nearest-center pass: 73,728 blocks x 256 centers, d=8\n")
-    table(nearest_rows(X, C, 30), ["threads", "ours ms", "faiss ms", "numpy ms",
-                                   "ours / faiss", "ours / numpy", "labels equal faiss's"])
-    print("\n### The tiled path of a 384-row layer, batch 64 (tiles of 256 rows)\n")
-    table(tile_rows(np.random.default_rng(0), 200),
-          ["layer", "config", "decode 256 rows us", "numpy decode us", "BLAS tile @ x.T copy us",
-           "BLAS tile @ x.T view us", "copy x.T us", "layer: decode, multiply apart us",
-           "in turn, x.T view us", "in turn, x.T copied us", "in turn, parallel decode us"])
-    print(f"\n### The lookup at batch 1, {N_THREADS} threads for the parallel kernel\n")
-    table(lookup_rows(np.random.default_rng(0), 20),
-          ["shape", "config", "kernel us", "one row block us", "BLAS us", "serial us",
-           "parallel us", "parallel / serial"])
-    print("\n### The batch-major lookup's parts, 1536x384 PQ 8x256\n")
-    table(batch_major_rows(np.random.default_rng(0), 20), ["part", "ns", "per"])
+    if 1 in parts:
+        W = load_file(minilm_safetensors())[TENSOR]
+        X = np.ascontiguousarray(W.reshape(-1, 8))
+        C = X[np.random.default_rng(0).choice(len(X), 256, replace=False)].copy()
+        print("### One nearest-center pass: 73,728 blocks x 256 centers, d=8\n")
+        table(nearest_rows(X, C, 30), ["threads", "ours ms", "faiss ms", "numpy ms",
+                                       "ours / faiss", "ours / numpy", "labels equal faiss's"])
+    if 2 in parts:
+        print("\n### The tiled path of a 384-row layer, batch 64 (tiles of 256 rows)\n")
+        table(tile_rows(np.random.default_rng(0), 200),
+              ["layer", "config", "decode 256 rows us", "numpy decode us",
+               "BLAS tile @ x.T copy us", "BLAS tile @ x.T view us", "copy x.T us",
+               "layer: decode, multiply apart us", "in turn, x.T view us",
+               "in turn, x.T copied us", "in turn, parallel decode us"])
+    if 3 in parts:
+        print(f"\n### The lookup at batch 1, {N_THREADS} threads for the parallel kernel\n")
+        table(lookup_rows(np.random.default_rng(0), 20),
+              ["shape", "config", "kernel us", "one row block us", "BLAS us", "serial us",
+               "parallel us", "parallel / serial", "layer us", "layer - serial us"])
+    if 4 in parts:
+        print("\n### The batch-major lookup's parts, 1536x384 PQ 8x256\n")
+        table(batch_major_rows(np.random.default_rng(0), 20), ["part", "ns", "per"])
 
 
 if __name__ == "__main__":

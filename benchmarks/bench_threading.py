@@ -91,8 +91,7 @@ for out_f, n_in in ((384, 384), (1536, 384), (384, 1536)):
     x = rng.normal(size=(1, n_in)).astype(np.float32)
     for cname in ("pq 8x256 (1 bit/w)", "rq 2x8x256 (2 bits/w)"):
         L = make_layer(CONFIGS[cname], out_f, n_in, rng)
-        out = np.zeros((1, L.codes.shape[1] * 16), np.float32)
-        args = (x, L.books_t, L.per_block, L.stages, L.codes, out)
+        args = (x, L.books_t, L.per_block, L.stages, L.codes, np.zeros(0, np.float32))
         calls = {"blas": lambda: x @ W.T, "serial": lambda: lut.lookup(*args),
                  "parallel": lambda: lut.lookup_parallel(*args, 2)}
         med = [sorted(v)[len(v) // 2] * 1e6 for v in times_of_each(calls, 2000).values()]

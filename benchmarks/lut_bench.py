@@ -38,7 +38,7 @@ CONFIGS = {
 }
 
 
-def make_layer(make_q, out, n_in, rng):
+def make_layer(make_q, out, n_in, rng, bias=None):
     q = make_q().fit(rng.normal(size=(512, n_in)).astype(np.float32))
     q.shape_, q.n_weights_ = (out, n_in), out * n_in
     k = 1 << q.n_bits
@@ -46,7 +46,7 @@ def make_layer(make_q, out, n_in, rng):
     t = CompressedTensor("w", (out, n_in), "float32", {"KMeansQuantizer": "kmeans",
                          "ProductQuantizer": "pq"}.get(type(q).__name__, "rq"),
                          quantizer=q, codes=codes)
-    return LUTLinear(t)
+    return LUTLinear(t, bias)
 
 
 def lookup_bytes(layer, B):

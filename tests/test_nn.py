@@ -239,10 +239,8 @@ def test_lookup_over_many_position_chunks(opts):
         y = layer(x)
         assert _rel(y, x.astype(np.float64) @ w.T + bias) < 1e-5
         for tasks in (1, 2, 5):
-            out = np.zeros((batch, layer.codes.shape[1] * 16), np.float32)
-            out[:, :70] = bias  # the layer's sums start from its bias
-            nn_lut.lookup_parallel(x, layer.books_t, layer.per_block, layer.stages,
-                                   layer.codes, out, tasks)
+            out = nn_lut.lookup_parallel(x, layer.books_t, layer.per_block, layer.stages,
+                                         layer.codes, bias, tasks)
             np.testing.assert_array_equal(out[:, :70], y)
 
 
@@ -288,12 +286,8 @@ def test_batch_major_lookup(quantizer):
         assert _rel(y, x.astype(np.float64) @ w.T + bias) < 1e-5
         assert _rel(y, layer._lookup(x, batch_major=False)) < 1e-6
         for tasks in (0, 1, 2, 5):
-            out = np.zeros((batch, layer.codes.shape[1] * 16), np.float32)
-            out[:, :70] = bias
-            args = (x, layer.books, layer.per_block, layer.stages, layer.codes, out)
-            if tasks:
-                nn_lut.lookup_batch_parallel(*args, tasks)
-            else:
+            args = (x, layer.books, layer.per_block, layer.stages, layer.codes, bias)
+            out = nn_lut.lookup_batch_parallel(*args, tasks) if tasks else \
                 nn_lut.lookup_batch(*args)
             np.testing.assert_array_equal(out[:, :70], y)
 
@@ -309,8 +303,8 @@ def test_batch_major_lookup_over_many_rows():
     x = r.normal(size=(9, 16)).astype(np.float32)
     y = layer._lookup(x, batch_major=True)
     assert _rel(y, x.astype(np.float64) @ layer.dense_weight().T.astype(np.float64)) < 1e-5
-    out = np.zeros((9, layer.codes.shape[1] * 16), np.float32)
-    nn_lut.lookup_batch(x, layer.books, layer.per_block, layer.stages, layer.codes, out)
+    out = nn_lut.lookup_batch(x, layer.books, layer.per_block, layer.stages, layer.codes,
+                              np.zeros(0, np.float32))
     np.testing.assert_array_equal(out[:, :rows], y)
 
 

@@ -63,6 +63,18 @@ def _lookup_rows(x, books_t, per_block, M, codes, out, r0, r1, c0, c1):  # pragm
 
 
 @njit(cache=True)
+def _outputs(B, n_out, bias):  # pragma: no cover - compiled
+    """The (B, n_out) float32 a kernel sums into: each row starts as ``bias`` (length 0 for
+    none) followed by zeros."""
+    out = np.empty((B, n_out), dtype=np.float32)
+    nb = bias.shape[0]
+    for b in range(B):
+        out[b, :nb] = bias
+        out[b, nb:] = 0.0
+    return out
+
+
+@njit(cache=True)
 def _segments(codes, out):  # pragma: no cover - compiled
     """The segments' chunk bounds, and a zeroed buffer for each segment after the first
     (the first sums into ``out``)."""
@@ -81,29 +93,33 @@ def _add_segments(out, parts):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def lookup(x, books_t, per_block, M, codes, out):  # pragma: no cover - compiled
+def lookup(x, books_t, per_block, M, codes, bias):  # pragma: no cover - compiled
     """Serial twin of lookup_parallel."""
+    out = _outputs(x.shape[0], codes.shape[1] * LANES, bias)
     bounds, parts = _segments(codes, out)
     nr = codes.shape[1]
     for s in range(bounds.shape[0] - 1):
         _lookup_rows(x, books_t, per_block, M, codes, out if s == 0 else parts[s - 1], 0, nr,
                      bounds[s], bounds[s + 1])
     _add_segments(out, parts)
+    return out
 
 
 @njit(parallel=True, cache=True)
-def lookup_parallel(x, books_t, per_block, M, codes, out, n_tasks):  # pragma: no cover
+def lookup_parallel(x, books_t, per_block, M, codes, bias, n_tasks):  # pragma: no cover
     """Product/residual codes: out[b, o] += sum over code positions p of x[b, block j] .
     (codeword of row o at p), p = j*M + s for the M stages s; each of ``SEGMENTS`` runs of
     positions summed in order, then the runs added in order.
 
     x : (B, n_in) float32; books_t : (n_books, d, K) float32, the codebooks transposed, one
     per stage (or one per block when ``per_block``); codes : (n_chunks, n_row_blocks, CH,
-    LANES) uint8/uint16 as ``nn.layers.chunk_codes`` lays them out; out : (B, n_row_blocks *
-    LANES) float32, holding what the sums start from (the bias, or zeros).  About
+    LANES) uint8/uint16 as ``nn.layers.chunk_codes`` lays them out; bias : float32, what
+    each output row's sums start from (length 0: zeros).  Returns out (B, n_row_blocks *
+    LANES) float32 (rows past the layer's are sums of padding codes).  About
     ``n_tasks`` tasks (one per thread): each takes one segment and a range of row blocks,
     and builds the tables of its segment itself, so no task waits on another and a row's
     sum does not depend on the split."""
+    out = _outputs(x.shape[0], codes.shape[1] * LANES, bias)
     bounds, parts = _segments(codes, out)
     S = bounds.shape[0] - 1
     nr = codes.shape[1]
@@ -114,6 +130,7 @@ def lookup_parallel(x, books_t, per_block, M, codes, out, n_tasks):  # pragma: n
         _lookup_rows(x, books_t, per_block, M, codes, out if s == 0 else parts[s - 1],
                      r * per, min(nr, (r + 1) * per), bounds[s], bounds[s + 1])
     _add_segments(out, parts)
+    return out
 
 
 # The batch-major lookup reads its tables this many positions at a time for every row
@@ -161,18 +178,20 @@ def _batch_rows(x, books, per_block, M, codes, out, b0, r0, r1):  # pragma: no c
 
 
 @njit(cache=True)
-def lookup_batch(x, books, per_block, M, codes, out):  # pragma: no cover - compiled
+def lookup_batch(x, books, per_block, M, codes, bias):  # pragma: no cover - compiled
     """Serial twin of lookup_batch_parallel."""
     nr = codes.shape[1]
+    out = _outputs(x.shape[0], nr * LANES, bias)
     for b0 in range(0, x.shape[0], BATCH):
         for r0 in range(0, nr, ROW_BLOCKS_MAX):
             _batch_rows(x, books, per_block, M, codes, out, b0, r0, min(nr, r0 + ROW_BLOCKS_MAX))
+    return out
 
 
 @njit(parallel=True, cache=True)
-def lookup_batch_parallel(x, books, per_block, M, codes, out, n_tasks):  # pragma: no cover
+def lookup_batch_parallel(x, books, per_block, M, codes, bias, n_tasks):  # pragma: no cover
     """lookup_parallel for a batch of inputs: the same sums (each output over the code
-    positions in order, from what ``out`` holds), with tables that hold BATCH inputs per
+    positions in order, from the bias), with tables that hold BATCH inputs per
     entry, so that each code read serves BATCH inputs with one vector add.  books :
     (n_books, K, d) float32, the codebooks as they are; the rest as lookup_parallel takes
     them.  Tasks split the inputs into blocks of BATCH, and the rows into ranges of at
@@ -180,6 +199,7 @@ def lookup_batch_parallel(x, books, per_block, M, codes, out, n_tasks):  # pragm
     (each range builds its block's tables)."""
     B = x.shape[0]
     nr = codes.shape[1]
+    out = _outputs(B, nr * LANES, bias)
     n_bb = (B + BATCH - 1) // BATCH
     R = min(nr, max((nr + ROW_BLOCKS_MAX - 1) // ROW_BLOCKS_MAX, (n_tasks + n_bb - 1) // n_bb))
     per = (nr + R - 1) // R
@@ -187,6 +207,7 @@ def lookup_batch_parallel(x, books, per_block, M, codes, out, n_tasks):  # pragm
         bb, r = t // R, t % R
         _batch_rows(x, books, per_block, M, codes, out, bb * BATCH, min(nr, r * per),
                     min(nr, (r + 1) * per))
+    return out
 
 
 @njit(cache=True, inline="never")
@@ -206,20 +227,24 @@ def _bins_rows(x, codes, codebook, out, r0, r1):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def scalar_bins(x, codes, codebook, out):  # pragma: no cover - compiled
+def scalar_bins(x, codes, codebook, bias):  # pragma: no cover - compiled
     """Serial twin of scalar_bins_parallel."""
+    out = _outputs(x.shape[0], codes.shape[0], bias)
     _bins_rows(x, codes, codebook, out, 0, codes.shape[0])
+    return out
 
 
 @njit(parallel=True, cache=True)
-def scalar_bins_parallel(x, codes, codebook, out):  # pragma: no cover - compiled
-    """Scalar (k-means) codes: out[b, o] += sum_k codebook[k] * (sum of x[b, i] over the i
-    with codes[o, i] == k).  x : (B, n_in) float32; codes : (rows, n_in); codebook : (K,)
-    float32; out : (B, rows) float32."""
+def scalar_bins_parallel(x, codes, codebook, bias):  # pragma: no cover - compiled
+    """Scalar (k-means) codes: out[b, o] = bias[o] + sum_k codebook[k] * (sum of x[b, i]
+    over the i with codes[o, i] == k).  x : (B, n_in) float32; codes : (rows, n_in);
+    codebook : (K,) float32; bias : (rows,) or (0,) float32; returns out (B, rows)."""
     rows = codes.shape[0]
+    out = _outputs(x.shape[0], rows, bias)
     n_chunks = (rows + ROW_CHUNK - 1) // ROW_CHUNK
     for c in prange(n_chunks):
         _bins_rows(x, codes, codebook, out, c * ROW_CHUNK, min(rows, (c + 1) * ROW_CHUNK))
+    return out
 
 
 @njit(cache=True, inline="never")
@@ -234,20 +259,25 @@ def _sparse_rows(x, row_ptr, cols, codes, codebook, out, r0, r1):  # pragma: no 
 
 
 @njit(cache=True)
-def sparse_gather(x, row_ptr, cols, codes, codebook, out):  # pragma: no cover - compiled
+def sparse_gather(x, row_ptr, cols, codes, codebook, bias):  # pragma: no cover - compiled
     """Serial twin of sparse_gather_parallel."""
+    out = _outputs(x.shape[0], row_ptr.shape[0] - 1, bias)
     _sparse_rows(x, row_ptr, cols, codes, codebook, out, 0, row_ptr.shape[0] - 1)
+    return out
 
 
 @njit(parallel=True, cache=True)
-def sparse_gather_parallel(x, row_ptr, cols, codes, codebook, out):  # pragma: no cover
-    """Sparse rows with codes: out[b, o] += sum_e codebook[codes[e]] * x[b, cols[e]] over the
-    entries e of row o.  row_ptr : (rows+1,) int64; cols : (nnz,) int32; codes : (nnz,)."""
+def sparse_gather_parallel(x, row_ptr, cols, codes, codebook, bias):  # pragma: no cover
+    """Sparse rows with codes: out[b, o] = bias[o] + sum_e codebook[codes[e]] * x[b, cols[e]]
+    over the entries e of row o.  row_ptr : (rows+1,) int64; cols : (nnz,) int32; codes :
+    (nnz,); bias as scalar_bins_parallel takes it; returns out (B, rows)."""
     rows = row_ptr.shape[0] - 1
+    out = _outputs(x.shape[0], rows, bias)
     n_chunks = (rows + ROW_CHUNK - 1) // ROW_CHUNK
     for c in prange(n_chunks):
         _sparse_rows(x, row_ptr, cols, codes, codebook, out, c * ROW_CHUNK,
                      min(rows, (c + 1) * ROW_CHUNK))
+    return out
 
 
 @njit(cache=True)

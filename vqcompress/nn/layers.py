@@ -144,6 +144,8 @@ class LUTLinear:
         if self.bias is not None and self.bias.shape != (self.out_features,):
             raise InputError(f"{self.name}: bias shape {self.bias.shape}, expected "
                              f"({self.out_features},)")
+        # what the lookup kernels start their sums from (length 0: zeros)
+        self._bias_arg = np.zeros(0, np.float32) if self.bias is None else self.bias
         self.tile_rows = int(tile_rows)
         self.quantizer = tensor.quantizer
         self.signs = tensor.signs  # Hadamard rotation of the inputs (vqcompress.rotation)
@@ -258,7 +260,7 @@ class LUTLinear:
         return self.kind in ("pq", "rq") and batch >= BATCH_LOOKUP_FROM
 
     def _lookup(self, x2, batch_major=None):
-        """x2 @ W.T + bias by the lookup kernels, which add to what ``out`` holds; PQ/RQ
+        """x2 @ W.T + bias by the lookup kernels, whose sums start from the bias; PQ/RQ
         tables batch-major when ``batch_major`` (by default: from BATCH_LOOKUP_FROM
         inputs on)."""
         B = x2.shape[0]
@@ -267,34 +269,22 @@ class LUTLinear:
         # the batch-major kernel's work is that of whole blocks of BATCH inputs
         work = -(-B // lut.BATCH) * lut.BATCH if batch_major else B
         par = work * self.codes.size >= PARALLEL_WORK
-        # pq/rq rows come in blocks of LANES (padded); their kernel fills whole blocks
-        n_out = self.codes.shape[1] * LANES if self.kind in ("pq", "rq") else self.out_features
-        if self.bias is None:
-            out = np.zeros((B, n_out), dtype=np.float32)
-        else:
-            out = np.empty((B, n_out), dtype=np.float32)
-            out[:, :self.out_features] = self.bias
-            if n_out > self.out_features:
-                out[:, self.out_features:] = 0.0
-        if self.kind in ("pq", "rq") and batch_major:
-            if par:
-                lut.lookup_batch_parallel(x2, self.books, self.per_block, self.stages,
-                                          self.codes, out, numba.get_num_threads())
+        bias = self._bias_arg
+        if self.kind in ("pq", "rq"):  # rows come in blocks of LANES, padded
+            if batch_major:
+                args = (x2, self.books, self.per_block, self.stages, self.codes, bias)
+                y = (lut.lookup_batch_parallel(*args, numba.get_num_threads()) if par
+                     else lut.lookup_batch(*args))
             else:
-                lut.lookup_batch(x2, self.books, self.per_block, self.stages, self.codes, out)
-        elif self.kind in ("pq", "rq"):
-            if par:
-                lut.lookup_parallel(x2, self.books_t, self.per_block, self.stages, self.codes,
-                                    out, min(self.codes.shape[1], numba.get_num_threads()))
-            else:
-                lut.lookup(x2, self.books_t, self.per_block, self.stages, self.codes, out)
-        elif self.kind == "kmeans":
-            (lut.scalar_bins_parallel if par else lut.scalar_bins)(
-                x2, self.codes, self.codebook, out)
-        else:
-            (lut.sparse_gather_parallel if par else lut.sparse_gather)(
-                x2, self.row_ptr, self.cols, self.codes, self.codebook, out)
-        return out if n_out == self.out_features else out[:, :self.out_features]
+                args = (x2, self.books_t, self.per_block, self.stages, self.codes, bias)
+                y = (lut.lookup_parallel(*args, min(self.codes.shape[1], numba.get_num_threads()))
+                     if par else lut.lookup(*args))
+            return y if y.shape[1] == self.out_features else y[:, :self.out_features]
+        if self.kind == "kmeans":
+            return (lut.scalar_bins_parallel if par else lut.scalar_bins)(
+                x2, self.codes, self.codebook, bias)
+        return (lut.sparse_gather_parallel if par else lut.sparse_gather)(
+            x2, self.row_ptr, self.cols, self.codes, self.codebook, bias)
 
     def _tiled(self, x2):
         """x2 @ W.T a tile of rows of W at a time: each tile decoded into the one reusable
