@@ -14,7 +14,9 @@ same process.
    whole and with one row block only (about its tables alone), each timed inside Numba
    over 200 calls so that no call overhead counts; then, called from Python in turn with
    BLAS, the serial and the parallel kernel; and in turn with the serial kernel alone, the
-   layer (with a bias): its time past the kernel's is what a call adds around it.
+   layer (with a bias): its time past the kernel's is what a call adds around it.  And its
+   tables alone, built a block at a time (simd.dot_table4) or four blocks at a time
+   sharing each load of the codewords (simd.dot_table_x4), timed in turn.
 4. The batch-major lookup on 1536x384 PQ 8x256, one block of 8 inputs, inside Numba: its
    table build (one position's 256 entries of 8 inputs) and its sums per row and position,
    reading the tables of 1, 2, 4 or all 16 positions of a chunk for every row before the
@@ -36,7 +38,14 @@ from _harness import N_THREADS, best_of, best_of_each, header, minilm_safetensor
 from lut_bench import CONFIGS, make_layer
 from vqcompress._kernels import lut
 from vqcompress._kernels.assign import assign_nearest
-from vqcompress._kernels.simd import BATCH, LANES, dot_table_batch, gather_batch_sum
+from vqcompress._kernels.simd import (
+    BATCH,
+    LANES,
+    dot_table4,
+    dot_table_batch,
+    dot_table_x4,
+    gather_batch_sum,
+)
 
 TENSOR = "encoder.layer.0.intermediate.dense.weight"
 NO_BIAS = np.zeros(0, np.float32)  # the lookup kernels' sums then start from zeros
@@ -140,6 +149,39 @@ def _lookup_repeated(n, x, books_t, per_block, M, codes, bias):
         lut.lookup(x, books_t, per_block, M, codes, bias)
 
 
+@numba.njit
+def _tables_one_by_one(n, ct, x, tab):
+    K = ct.shape[1]
+    for _ in range(n):
+        for j in range(x.shape[0] // 8):
+            dot_table4(ct, x, j * 8, 0, 8, tab[j * K:], 0)
+
+
+@numba.njit
+def _tables_four_at_once(n, ct, x, tab):
+    K = ct.shape[1]
+    for _ in range(n):
+        for j in range(0, x.shape[0] // 8, 4):
+            dot_table_x4(ct, x, j * 8, 8, 8, tab[j * K:], K)
+
+
+def table_rows(rng, reps):
+    """The per-input lookup's tables of 384 and 1536 inputs from one 256 x 8 codebook, a
+    block at a time and four blocks sharing each codeword load; timed in turn."""
+    rows = []
+    ct = rng.normal(size=(8, 256)).astype(np.float32)
+    for n_in in (384, 1536):
+        x = rng.normal(size=n_in).astype(np.float32)
+        tab = np.empty(n_in // 8 * 256, np.float32)
+        t = best_of_each({"one": lambda: _tables_one_by_one(100, ct, x, tab),
+                          "four": lambda: _tables_four_at_once(100, ct, x, tab)}, reps)
+        per = 100 * n_in // 8
+        rows.append({"inputs": n_in, "one block at a time ns/block": t["one"] / per * 1e9,
+                     "four at a time ns/block": t["four"] / per * 1e9,
+                     "four / one": t["four"] / t["one"]})
+    return rows
+
+
 def lookup_rows(rng, reps):
     rows = []
     for out_f, n_in in ((384, 384), (1536, 384), (384, 1536)):
@@ -237,6 +279,9 @@ def main():
         table(lookup_rows(np.random.default_rng(0), 20),
               ["shape", "config", "kernel us", "one row block us", "BLAS us", "serial us",
                "parallel us", "parallel / serial", "layer us", "layer - serial us"])
+        print("\nIts tables (256 codewords of 8 dimensions, one codebook for every block)\n")
+        table(table_rows(np.random.default_rng(0), 30),
+              ["inputs", "one block at a time ns/block", "four at a time ns/block", "four / one"])
     if 4 in parts:
         print("\n### The batch-major lookup's parts, 1536x384 PQ 8x256\n")
         table(batch_major_rows(np.random.default_rng(0), 20), ["part", "ns", "per"])

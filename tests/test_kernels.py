@@ -19,6 +19,7 @@ from vqcompress._kernels.simd import (
     dot_table1,
     dot_table4,
     dot_table_batch,
+    dot_table_x4,
     gather_batch_sum,
     gather_sum,
     permute_set,
@@ -205,21 +206,29 @@ def test_results_do_not_depend_on_thread_count(rng):
 
 @pytest.mark.parametrize("kp,w", [(256, 8), (64, 3), (16, 5), (48, 8)])
 def test_dot_table_matches_numpy(rng, kp, w):
+    """One block's table (dot_table1, dot_table4) and four blocks' (dot_table_x4: input
+    blocks 5 floats apart, tables kp + 2 apart); nothing written between or past them."""
     ct = rng.normal(size=(8, kp)).astype(np.float32)
-    x = rng.normal(size=20).astype(np.float32)
-    want = x[4:4 + w].astype(np.float64) @ ct[:w].astype(np.float64)
-    for op in ([dot_table1, dot_table4] if kp % 64 == 0 else [dot_table1]):
-        tab = np.full(kp + 3, 7.0, np.float32)
-        _call_dot_table(op, ct, x, 4, w, tab)
-        np.testing.assert_allclose(tab[:kp], want, rtol=1e-5, atol=1e-5)
-        assert (tab[kp:] == 7.0).all()  # nothing written past kp
+    x = rng.normal(size=40).astype(np.float32)
+    for op, blocks in ([(dot_table1, 1), (dot_table_x4, 4)]
+                       + ([(dot_table4, 1)] if kp % 64 == 0 else [])):
+        tab = np.full(4 * (kp + 2) + 3, 7.0, np.float32)
+        _call_dot_table(op, ct, x, 4, 5, w, tab, kp + 2)
+        for b in range(4):
+            at = b * (kp + 2)
+            if b < blocks:
+                want = x[4 + 5 * b:4 + 5 * b + w].astype(np.float64) @ ct[:w].astype(np.float64)
+                np.testing.assert_allclose(tab[at:at + kp], want, rtol=1e-5, atol=1e-5)
+                assert (tab[at + kp:at + kp + 2] == 7.0).all()
+            else:
+                assert (tab[at:] == 7.0).all()
 
 
-def _call_dot_table(op, ct, x, x0, w, tab):
+def _call_dot_table(op, ct, x, x0, x_step, w, tab, tab_step):
     @numba.njit
-    def run(ct, x, x0, w, tab):
-        op(ct, x, x0, w, tab)
-    run(ct, x, x0, w, tab)
+    def run(ct, x, x0, x_step, w, tab, tab_step):
+        op(ct, x, x0, x_step, w, tab, tab_step)
+    run(ct, x, x0, x_step, w, tab, tab_step)
 
 
 @pytest.mark.parametrize("K,d", [(256, 8), (13, 3), (4, 1)])

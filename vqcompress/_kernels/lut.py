@@ -18,6 +18,7 @@ from .simd import (
     dot_table1,
     dot_table4,
     dot_table_batch,
+    dot_table_x4,
     gather_batch_sum,
     gather_set,
     gather_sum,
@@ -45,18 +46,28 @@ def _lookup_rows(x, books_t, per_block, M, codes, out, r0, r1, c0, c1):  # pragm
     _, _, CH, _ = codes.shape
     P = (n_in + d - 1) // d * M
     wide = K % (4 * LANES) == 0
+    full = n_in // d  # blocks not cropped
     tab = np.empty((B, CH * K), dtype=np.float32)
     for ci in range(c0, c1):
         p0 = ci * CH
-        n = min(CH, P - p0)
+        j0, j1 = p0 // M, (p0 + min(CH, P - p0)) // M  # the chunk's blocks (all stages)
         for b in range(B):
-            for p in range(p0, p0 + n):
-                j = p // M  # the input block; the stage p - j*M picks the codebook
-                bt = books_t[j if per_block else p - j * M]
-                if wide:
-                    dot_table4(bt, x[b], j * d, min(d, n_in - j * d), tab[b, (p - p0) * K:])
-                else:
-                    dot_table1(bt, x[b], j * d, min(d, n_in - j * d), tab[b, (p - p0) * K:])
+            for s in range(M):  # position (j - j0) * M + s of the chunk: block j, stage s
+                j = j0
+                if not per_block:  # four blocks at a time share stage s's codebook
+                    while j + 4 <= min(j1, full):
+                        dot_table_x4(books_t[s], x[b], j * d, d, d,
+                                     tab[b, ((j - j0) * M + s) * K:], M * K)
+                        j += 4
+                for j in range(j, j1):
+                    bt = books_t[j if per_block else s]
+                    w = min(d, n_in - j * d)
+                    at = ((j - j0) * M + s) * K
+                    if wide:
+                        dot_table4(bt, x[b], j * d, 0, w, tab[b, at:], 0)
+                    else:
+                        dot_table1(bt, x[b], j * d, 0, w, tab[b, at:], 0)
+        n = min(CH, P - p0)
         for r in range(r0, r1):
             for b in range(B):
                 gather_sum(out[b, r * LANES:], tab[b], codes[ci, r], n, K)

@@ -26,7 +26,8 @@ The lookup kernels in ``lut.py`` are built on these.  No bounds are checked: cal
 ``LANES`` codes per position, each below K (below the table's length for gather_set).
 
 ``dot_table4`` / ``dot_table1`` build a lookup table: the dot products of one input block
-with every codeword (see their comment below).
+with every codeword; ``dot_table_x4`` the tables of four blocks that share a codebook (see
+their comment below).
 
 ``dot_table_batch`` and ``gather_batch_sum`` are the batch-major twins of dot_table and
 gather_sum: each table entry holds the products of ``BATCH`` inputs, so one code read and
@@ -294,64 +295,72 @@ nearest4 = _nearest(4)  # rows i .. i+3 of X
 nearest1 = _nearest(1)  # row i
 
 
-def _dot_table(groups):
+def _dot_table(groups, blocks):
     @intrinsic
-    def dot_table(typingctx, ct, x, x0, w, tab):
-        if not (_f32_arrays(ct, x, tab) and ct.ndim == 2 and isinstance(x0, types.Integer)
-                and isinstance(w, types.Integer)):
+    def dot_table(typingctx, ct, x, x0, x_step, w, tab, tab_step):
+        if not (_f32_arrays(ct, x, tab) and ct.ndim == 2
+                and all(isinstance(t, types.Integer) for t in (x0, x_step, w, tab_step))):
             return None
 
         def codegen(context, builder, sig, args):
             f32, i64 = ir.FloatType(), ir.IntType(64)
             vf = ir.VectorType(f32, LANES)
-            ptr = ir.PointerType()
             ct_a = context.make_array(sig.args[0])(context, builder, args[0])
             _, kp = cgutils.unpack_tuple(builder, ct_a.shape, 2)
-            x_p = builder.gep(context.make_array(sig.args[1])(context, builder, args[1]).data,
-                              [context.cast(builder, args[2], sig.args[2], types.int64)],
-                              source_etype=f32)
-            w = context.cast(builder, args[3], sig.args[3], types.int64)
-            tab_p = context.make_array(sig.args[4])(context, builder, args[4]).data
+            ct_p = builder.ptrtoint(ct_a.data, i64)
+            x_a = _address(context, builder, sig.args[1], args[1])
+            tab_a = _address(context, builder, sig.args[5], args[5])
+            x0, x_step, w, tab_step = (context.cast(builder, args[i], sig.args[i], types.int64)
+                                       for i in (2, 3, 4, 6))
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf, vf, vf]),
                                                  f"llvm.fma.v{LANES}f32")
+            four = ir.Constant(i64, 4)
 
-            def vec_at(base, index):  # the LANES floats from base[index] on, as a pointer
-                return builder.inttoptr(builder.ptrtoint(
-                    builder.gep(base, [index], source_etype=f32), i64), ptr)
+            def floats(address, index):  # a pointer to the float at address + 4 * index
+                return _vec_ptr(builder, address, builder.mul(index, four))
 
-            acc = [cgutils.alloca_once(builder, vf) for _ in range(groups)]
             step = ir.Constant(i64, LANES * groups)
             with cgutils.for_range(builder, builder.udiv(kp, step)) as g:
-                for a in acc:
-                    builder.store(ir.Constant(vf, [0.0] * LANES), a)
                 col = builder.mul(g.index, step)
+                acc = [[cgutils.alloca_once_value(builder, ir.Constant(vf, [0.0] * LANES))
+                        for _ in range(groups)] for _ in range(blocks)]
                 with cgutils.for_range(builder, w) as t:
-                    xt = _splat(builder, builder.load(builder.gep(x_p, [t.index], source_etype=f32),
-                                                      typ=f32), vf)
                     row = builder.add(builder.mul(t.index, kp), col)
-                    for i, a in enumerate(acc):
-                        c = builder.load(vec_at(ct_a.data, builder.add(row, ir.Constant(i64, LANES * i))),
-                                         typ=vf, align=4)
-                        builder.store(builder.call(fma, [xt, c, builder.load(a)]), a)
-                for i, a in enumerate(acc):
-                    builder.store(builder.load(a),
-                                  vec_at(tab_p, builder.add(col, ir.Constant(i64, LANES * i))), align=4)
+                    c = [builder.load(floats(ct_p, builder.add(row, ir.Constant(i64, LANES * i))),
+                                      typ=vf, align=4) for i in range(groups)]
+                    for b in range(blocks):
+                        at = builder.add(builder.add(x0, builder.mul(ir.Constant(i64, b), x_step)),
+                                         t.index)
+                        xt = _splat(builder, builder.load(floats(x_a, at), typ=f32), vf)
+                        for i in range(groups):
+                            builder.store(builder.call(fma, [xt, c[i], builder.load(acc[b][i])]),
+                                          acc[b][i])
+                for b in range(blocks):
+                    base = builder.add(builder.mul(ir.Constant(i64, b), tab_step), col)
+                    for i in range(groups):
+                        builder.store(builder.load(acc[b][i]), floats(
+                            tab_a, builder.add(base, ir.Constant(i64, LANES * i))), align=4)
             return context.get_dummy_value()
 
-        return types.void(ct, x, x0, w, tab), codegen
+        return types.void(ct, x, x0, x_step, w, tab, tab_step), codegen
 
     return dot_table
 
 
-# tab[k] = sum over t < w, in order, of x[x0 + t] * ct[t, k] (fused multiply-adds), k < kp:
-# the partial dot products of one input block with every codeword.  ct : (d, kp) float32,
-# the codewords transposed; x : float32 row; tab : float32 with kp elements from its start.
-# Four (dot_table4: kp a multiple of 4 * LANES) or one (dot_table1: of LANES) vector of
-# LANES codewords at a time, their sums kept in registers over the block's dimensions:
-# Numba's loop stored the running sums after every dimension, and one chain of fused
-# multiply-adds at a time waits on each one's latency.
-dot_table4 = _dot_table(4)
-dot_table1 = _dot_table(1)
+# tab[b * tab_step + k] = sum over t < w, in order, of x[x0 + b * x_step + t] * ct[t, k]
+# (fused multiply-adds), k < kp, for the blocks b: the partial dot products of input blocks
+# with every codeword.  ct : (d, kp) float32, the codewords transposed; x : float32 row;
+# tab : float32 from its start.  dot_table4 (kp a multiple of 4 * LANES) and dot_table1
+# (of LANES) build one block's table, four vectors or one of LANES codewords at a time,
+# their sums kept in registers over the block's dimensions (Numba's loop stored the
+# running sums after every dimension, and one chain of fused multiply-adds at a time
+# waits on each one's latency); x_step and tab_step are unused.  dot_table_x4 builds four
+# blocks' tables from the same codebook, one vector of LANES codewords at a time, each
+# load of the codewords shared by the four: dot_table4 loads a codeword vector for every
+# multiply-add, and the loads, not the multiply-adds, set its pace.
+dot_table4 = _dot_table(4, 1)
+dot_table1 = _dot_table(1, 1)
+dot_table_x4 = _dot_table(1, 4)
 
 
 def _gather_types_ok(acc, table, codes, n, K):
