@@ -12,7 +12,8 @@ whether a second thread pays for a few microseconds of work.
    and its parallel kernel, called in turn with BLAS's ``x @ W.T`` as a model's layers
    call them: medians, not minima, so that a call slowed by the other pool's threads
    counts.  BLAS's own threads wait for work by spinning, and so do OpenMP's; two pools
-   spinning on two cores slow each other down.
+   spinning on two cores slow each other down.  All three once more under TBB with
+   ``OPENBLAS_THREAD_TIMEOUT=12`` (OpenBLAS's threads stop spinning soon after a call).
 ``vqcompress._kernels`` picks TBB when it is installed; this prints which layers load here.
 
     python benchmarks/bench_threading.py
@@ -99,11 +100,17 @@ for out_f, n_in in ((384, 384), (1536, 384), (384, 1536)):
 """
 
 
+# Each Numba layer in a process of its own; TBB once more with OpenBLAS's threads told
+# to stop spinning after 2^12 cycles instead of 2^28 (about 0.1 s) once a call is done.
+VARIANTS = [("workqueue", {}), ("omp", {}), ("tbb", {}),
+            ("tbb", {"OPENBLAS_THREAD_TIMEOUT": "12"})]
+
+
 def main():
     header("Starting a parallel region, per Numba threading layer")
     rows, work, lookup = [], [], []
-    for layer in ("workqueue", "omp", "tbb"):
-        env = {**os.environ, "NUMBA_THREADING_LAYER": layer}
+    for layer, extra in VARIANTS:
+        env = {**os.environ, "NUMBA_THREADING_LAYER": layer, **extra}
         child = CHILD.replace("BENCH_DIR", repr(os.path.dirname(os.path.abspath(__file__))))
         res = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True,
                              text=True)
@@ -112,6 +119,7 @@ def main():
             continue
         lines = res.stdout.splitlines()
         got, lo, med, p90 = lines[0].split()
+        got += "".join(f", {k}={v}" for k, v in extra.items())
         rows.append({"asked": layer, "ran": got, "min us": float(lo), "median us": float(med),
                      "p90 us": float(p90)})
         for line in lines[1:]:
