@@ -23,6 +23,10 @@ same process.
    next (the kernel takes lut.SUB); then, from Python in turn with BLAS at batch 64, the
    serial batch-major kernel and the one with a table per input.
 
+5. The tiled path at batch 64 with tiles of 128, 256, 512 and 768 rows (those smaller than
+   the layer) on 384x384, 1536x384, 384x1536 and 4096x4096, each against BLAS on the
+   dense weight, in turn (speed against BLAS: over 1 is faster).
+
     python benchmarks/bench_kernel_parts.py [--part N ...]
 """
 import _harness  # noqa: F401  (first: pins thread counts before numba, BLAS, faiss start)
@@ -98,8 +102,8 @@ def tile_rows(rng, reps):
         x = rng.normal(size=(64, n_in)).astype(np.float32)
         for cname, make_q in CONFIGS.items():
             layer = make_layer(make_q, 384, n_in, rng)
-            layer._tiled(x)
-            tile = layer._tile
+            assert layer.tile_rows == 256
+            tile = np.empty((256, n_in), np.float32)
             x_t, x_view = np.ascontiguousarray(x.T), x.T
             out = np.empty((384, 64), np.float32)
             tiles = [(0, 256), (256, 384)]  # the tiled path's two tiles of this layer
@@ -254,11 +258,36 @@ def batch_major_rows(rng, reps):
     return rows
 
 
+def tile_size_rows(rng, reps):
+    """The tiled path at batch 64 with tiles of 128 to 768 rows (those smaller than the
+    layer), each against BLAS on the dense weight, all timed in turn."""
+    rows = []
+    for out_f, n_in in ((384, 384), (1536, 384), (384, 1536), (4096, 4096)):
+        W = rng.normal(size=(out_f, n_in)).astype(np.float32)
+        x = rng.normal(size=(64, n_in)).astype(np.float32)
+        for cname in ("pq 8x256 (1 bit/w)", "rq 2x8x256 (2 bits/w)", "kmeans 4 bits"):
+            calls = {"blas": lambda: x @ W.T}
+            for tr in TILE_SIZES:
+                if tr < out_f:
+                    L = make_layer(CONFIGS[cname], out_f, n_in, np.random.default_rng(1))
+                    L.tile_rows = tr
+                    calls[tr] = L._tiled
+            t = best_of_each({k: (f if k == "blas" else (lambda f=f: f(x)))
+                              for k, f in calls.items()}, reps if out_f < 4096 else 5)
+            row = {"layer": f"{out_f}x{n_in}", "config": cname, "BLAS us": t["blas"] * 1e6}
+            row.update({f"{tr} rows": t["blas"] / t[tr] for tr in TILE_SIZES if tr in t})
+            rows.append(row)
+    return rows
+
+
+TILE_SIZES = (128, 256, 512, 768)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--part", type=int, choices=range(1, 5), action="append",
-                    help="run only this part (repeatable); all four by default")
-    parts = set(ap.parse_args().part or range(1, 5))
+    ap.add_argument("--part", type=int, choices=range(1, 6), action="append",
+                    help="run only this part (repeatable); all five by default")
+    parts = set(ap.parse_args().part or range(1, 6))
     header("Kernel parts: nearest-center pass and tile decoding, beside their peers")
     if 1 in parts:
         W = load_file(minilm_safetensors())[TENSOR]
@@ -285,6 +314,10 @@ def main():
     if 4 in parts:
         print("\n### The batch-major lookup's parts, 1536x384 PQ 8x256\n")
         table(batch_major_rows(np.random.default_rng(0), 20), ["part", "ns", "per"])
+    if 5 in parts:
+        print("\n### The tiled path at batch 64 by tile size: BLAS time / tiled time\n")
+        table(tile_size_rows(np.random.default_rng(0), 20),
+              ["layer", "config", "BLAS us"] + [f"{tr} rows" for tr in TILE_SIZES])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
 """Layers that compute from codes, against x @ dense_weight().T + b in float64."""
+import threading
+
 import numpy as np
 import pytest
 
@@ -184,22 +186,67 @@ def test_codes_past_the_codebook_are_rejected_at_load(tmp_path):
 
 
 def test_memory_is_codes_codebooks_and_one_tile(tmp_path):
+    """A layer holds its codes and codebooks; the tiled path decodes into a buffer of the
+    calling thread's, shared by every layer, smaller than any one dense weight."""
     r = np.random.default_rng(2)
-    w = {"big.weight": r.normal(size=(1024, 512)).astype(np.float32)}
+    w = {"big.weight": r.normal(size=(1024, 512)).astype(np.float32),
+         "small.weight": r.normal(size=(300, 384)).astype(np.float32)}
     p = tmp_path / "m.vqz"
     vq.compress(w, method="pq", bits=8, block_size=8).save(p)
-    layer = nn.load(p)["big.weight"]
+    layers = nn.load(p)
+    layer = layers["big.weight"]
     layer(np.ones((1, 512), np.float32))
     books = layer.books.nbytes + layer.books_t.nbytes
-    assert layer.nbytes == layer.codes.nbytes + books  # lookup: no tile yet
+    assert layer.nbytes == layer.codes.nbytes + books  # lookup: no tile
     layer(np.ones((64, 512), np.float32))  # 4 rows per table entry: a batch-major lookup
     assert layer.nbytes == layer.codes.nbytes + books
     assert [layer.path(b) for b in (1, 3, 4, 64)] == ["lookup"] * 2 + ["batch lookup"] * 2
-    layer.crossover = 64
-    assert layer.path(64) == "tiled"
-    layer(np.ones((64, 512), np.float32))
-    assert layer.nbytes == layer.codes.nbytes + books + 256 * 512 * 4
-    assert layer.nbytes < 1024 * 512 * 4 / 1.9
+    assert (layer.tile_rows, layers["small.weight"].tile_rows) == (576, 256)
+    seen = []
+
+    def run():  # in a thread of its own, whose buffer starts empty
+        seen.append(nn.layers.tile_buffer_nbytes())
+        for m in layers.values():
+            m.crossover = 1
+            m(np.ones((64, m.in_features), np.float32))
+        seen.append(nn.layers.tile_buffer_nbytes())
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert seen == [0, 576 * 512 * 4]  # the larger of the two layers' tiles
+    assert seen[1] < 1024 * 512 * 4 / 1.7
+    for m in layers.values():
+        assert m.nbytes == m.codes.nbytes + m.books.nbytes + m.books_t.nbytes
+
+
+def test_threads_calling_tiled_layers_at_once_get_their_own_buffer(layers):
+    """The tile buffer is per thread: two threads running tiled layers at the same time
+    (numpy's BLAS lets go of the GIL) each get their own products."""
+    layer = layers["kmeans"]
+    xs = [np.random.default_rng(s).normal(size=(64, 37)).astype(np.float32) for s in (0, 1)]
+    want = [_ref(layer, x) for x in xs]
+    bad = []
+
+    def run(i):
+        for _ in range(200):
+            if _rel(layer._tiled(xs[i]) + layer.bias, want[i]) > 1e-5:
+                bad.append(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad
+
+
+def test_tile_rows_follow_the_width_and_stay_under_the_layer():
+    assert nn.layers.default_tile_rows(1536, 384) == 768
+    assert nn.layers.default_tile_rows(4096, 4096) == 256
+    assert nn.layers.default_tile_rows(384, 384) == 256
+    assert nn.layers.default_tile_rows(200, 37) == 100
+    assert nn.layers.default_tile_rows(1, 8) == 1
 
 
 @pytest.mark.parametrize("key", ["pq", "kmeans", "uniform", "sparse"])

@@ -15,12 +15,13 @@
   its own output rows;
 - for large batches (from ``crossover`` rows of input on) the lookup loses to BLAS on
   layers with few output rows per table entry, and k-means codes always do: the layer then
-  decodes ``tile_rows`` rows of W at a time into one reusable buffer and
-  multiplies with BLAS, never holding the whole dense matrix.
+  decodes ``tile_rows`` rows of W at a time (never all of them) into a buffer that every
+  layer called from the same thread shares, and multiplies with BLAS.
 """
 from __future__ import annotations
 
 import glob
+import threading
 
 import numba
 import numpy as np
@@ -63,7 +64,39 @@ def default_crossover(kind: str, rows_per_entry: float) -> int:
 
 # The kinds with a lookup kernel; the others always run tiled (or are raw, or row groups).
 LOOKUP_KINDS = ("pq", "rq", "kmeans", "sparse")
+# Rows of W the tiled path decodes at a time: at least TILE_ROWS, more while a tile holds
+# at most TILE_FLOATS weights, and fewer than the layer has.  At batch 64 in
+# benchmarks/bench_kernel_parts.py (part 5), larger tiles ran faster on 1536x384 (768 rows
+# 0.77-0.86 of BLAS's speed, 256 rows 0.67-0.76) and about alike from 256 rows on
+# 4096x4096; 128 rows were slower everywhere.
 TILE_ROWS = 256
+TILE_FLOATS = 768 * 384
+
+
+def default_tile_rows(out_features: int, in_features: int) -> int:
+    rows = max(TILE_ROWS, TILE_FLOATS // max(1, in_features))
+    if rows < out_features:
+        return rows
+    return TILE_ROWS if TILE_ROWS < out_features else max(1, -(-out_features // 2))
+
+
+_scratch = threading.local()
+
+
+def _tile_buffer(rows: int, cols: int) -> np.ndarray:
+    """The calling thread's tile buffer as a (rows, cols) float32 array.  One per thread,
+    shared by every layer (a call is done with it when it returns), grown to the largest
+    tile asked for: a model's layers hold their codes, not one tile each."""
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.size < rows * cols:
+        buf = _scratch.buf = np.empty(rows * cols, dtype=np.float32)
+    return buf[: rows * cols].reshape(rows, cols)
+
+
+def tile_buffer_nbytes() -> int:
+    """Bytes of the calling thread's tile buffer (0 before its first tiled call)."""
+    buf = getattr(_scratch, "buf", None)
+    return 0 if buf is None else int(buf.nbytes)
 # Below this many multiply-or-gathers a call runs the serial kernels: a second thread did
 # not pay there, even with TBB starting a region in 2 us (benchmarks/bench_kernel_parts.py;
 # the results are the same either way).
@@ -129,11 +162,12 @@ class LUTLinear:
     tensor : CompressedTensor, the weight (out_features, in_features)
     bias : ndarray of shape (out_features,), optional
     crossover : int, optional, batch size from which the tiled BLAS path runs
-    tile_rows : int, rows of W decoded at a time on that path
+    tile_rows : int, optional, rows of W decoded at a time on that path (by default
+        ``default_tile_rows``)
     """
 
     def __init__(self, tensor, bias=None, *, crossover: int | None = None,
-                 tile_rows: int = TILE_ROWS):
+                 tile_rows: int | None = None):
         if len(tensor.shape) != 2:
             raise InputError(f"{tensor.name}: LUTLinear needs a 2-D weight, got {tensor.shape}")
         self.name = tensor.name
@@ -146,10 +180,10 @@ class LUTLinear:
                              f"({self.out_features},)")
         # what the lookup kernels start their sums from (length 0: zeros)
         self._bias_arg = np.zeros(0, np.float32) if self.bias is None else self.bias
-        self.tile_rows = int(tile_rows)
+        self.tile_rows = int(default_tile_rows(self.out_features, self.in_features)
+                             if tile_rows is None else tile_rows)
         self.quantizer = tensor.quantizer
         self.signs = tensor.signs  # Hadamard rotation of the inputs (vqcompress.rotation)
-        self._tile = None  # the one reusable decode buffer, made on first use
         if self.kind == "rows":
             self.members = [LUTLinear(m, crossover=crossover, tile_rows=tile_rows)
                             for m in tensor.members]
@@ -209,12 +243,13 @@ class LUTLinear:
     # -- sizes ----------------------------------------------------------------------
     @property
     def nbytes(self) -> int:
-        """Bytes this layer holds: codes, codebooks (and sparse columns, bias), plus the
-        tile buffer once the BLAS path has run.  Never the dense matrix (raw layers hold
-        their weight, which is what they are)."""
+        """Bytes this layer holds: codes, codebooks (and sparse columns, bias).  Never the
+        dense matrix (raw layers hold their weight, which is what they are); the tiled
+        path's buffer belongs to the calling thread, shared by all layers
+        (``tile_buffer_nbytes``)."""
         arrays = [getattr(self, a, None) for a in
                   ("weight", "codes", "books", "books_t", "codebook", "row_ptr", "cols",
-                   "bias", "signs", "_tile")]
+                   "bias", "signs")]
         total = sum(a.nbytes for a in arrays if a is not None)
         if self.kind == "rows":
             total += sum(m.nbytes for m in self.members) + self.groups.nbytes + \
@@ -287,21 +322,19 @@ class LUTLinear:
             x2, self.row_ptr, self.cols, self.codes, self.codebook, bias)
 
     def _tiled(self, x2):
-        """x2 @ W.T a tile of rows of W at a time: each tile decoded into the one reusable
-        buffer by a serial kernel (BLAS holds the cores; a parallel decode between its
+        """x2 @ W.T a tile of rows of W at a time: each tile decoded into the thread's
+        tile buffer by a serial kernel (BLAS holds the cores; a parallel decode between its
         calls made the whole slower), then multiplied as tile @ x2.T into contiguous rows
         of y.T, which BLAS does faster than into a column slice of y.  x2.T goes to BLAS
         as a view.  A contiguous copy makes each tile's product faster, but copying a wide
         x2.T is slow: at batch 64, with the view, the layer ran 10-12% faster on 384x1536,
         and on 384x384 between 1% faster and 7% slower (benchmarks/bench_kernel_parts.py)."""
         out_t = np.empty((self.out_features, x2.shape[0]), dtype=np.float32)
-        if self._tile is None:
-            self._tile = np.empty((min(self.tile_rows, self.out_features), self.in_features),
-                                  dtype=np.float32)
+        buf = _tile_buffer(min(self.tile_rows, self.out_features), self.in_features)
         x_t = x2.T
         for r0 in range(0, self.out_features, self.tile_rows):
             r1 = min(r0 + self.tile_rows, self.out_features)
-            tile = self._tile[: r1 - r0]
+            tile = buf[: r1 - r0]
             self._decode_into(slice(r0, r1), tile, parallel=False)
             np.matmul(tile, x_t, out=out_t[r0:r1])
         return out_t.T
