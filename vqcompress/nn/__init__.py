@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import fnmatch
 
-from .layers import CROSSOVER, LUTEmbedding, LUTLinear, default_crossover
+from .layers import (
+    CROSSOVER,
+    LUTEmbedding,
+    LUTLinear,
+    default_crossover,
+    default_tile_rows,
+    tile_buffer_nbytes,
+)
 from .record import Recorder
 
-__all__ = ["load", "LUTLinear", "LUTEmbedding", "CROSSOVER", "default_crossover", "Recorder"]
+__all__ = ["load", "LUTLinear", "LUTEmbedding", "CROSSOVER", "default_crossover",
+           "default_tile_rows", "tile_buffer_nbytes", "Recorder"]
 
 
 def load(path_or_model, *, embeddings=("*embed*",)) -> dict:

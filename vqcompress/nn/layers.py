@@ -74,6 +74,7 @@ TILE_FLOATS = 768 * 384
 
 
 def default_tile_rows(out_features: int, in_features: int) -> int:
+    """Rows of W a layer's tiled path decodes at a time (see TILE_FLOATS)."""
     rows = max(TILE_ROWS, TILE_FLOATS // max(1, in_features))
     if rows < out_features:
         return rows
