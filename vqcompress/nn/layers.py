@@ -66,9 +66,9 @@ def default_crossover(kind: str, rows_per_entry: float) -> int:
 LOOKUP_KINDS = ("pq", "rq", "kmeans", "sparse")
 # Rows of W the tiled path decodes at a time: at least TILE_ROWS, more while a tile holds
 # at most TILE_FLOATS weights, and fewer than the layer has.  At batch 64 in
-# benchmarks/bench_kernel_parts.py (part 5), larger tiles ran faster on 1536x384 (768 rows
-# 0.77-0.86 of BLAS's speed, 256 rows 0.67-0.76) and about alike from 256 rows on
-# 4096x4096; 128 rows were slower everywhere.
+# benchmarks/bench_kernel_parts.py (part 5, three runs), 768-row tiles beat 256 on
+# 1536x384 in eight rows of nine (PQ, RQ, k-means; by 6-17%), 256 to 768 rows ran within
+# 7% of each other on 4096x4096, and 128 rows were slower everywhere.
 TILE_ROWS = 256
 TILE_FLOATS = 768 * 384
 
