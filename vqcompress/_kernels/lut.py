@@ -118,9 +118,9 @@ def lookup(x, books_t, per_block, M, codes, bias):  # pragma: no cover - compile
 
 @njit(parallel=True, cache=True)
 def lookup_parallel(x, books_t, per_block, M, codes, bias, n_tasks):  # pragma: no cover
-    """Product/residual codes: out[b, o] += sum over code positions p of x[b, block j] .
-    (codeword of row o at p), p = j*M + s for the M stages s; each of ``SEGMENTS`` runs of
-    positions summed in order, then the runs added in order.
+    """Product/residual codes: out[b, o] = bias[o] + sum over code positions p of x[b,
+    block j] . (codeword of row o at p), p = j*M + s for the M stages s; each of
+    ``SEGMENTS`` runs of positions summed in order, then the runs added in order.
 
     x : (B, n_in) float32; books_t : (n_books, d, K) float32, the codebooks transposed, one
     per stage (or one per block when ``per_block``); codes : (n_chunks, n_row_blocks, CH,
