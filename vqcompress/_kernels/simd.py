@@ -77,6 +77,24 @@ def _address(context, builder, ty, val):
     return builder.ptrtoint(data, ir.IntType(64))
 
 
+def _matrix(context, builder, ty, val):
+    """A 2-D array's (rows, columns, data address), as i64 values."""
+    a = context.make_array(ty)(context, builder, val)
+    rows, cols = cgutils.unpack_tuple(builder, a.shape, 2)
+    return rows, cols, builder.ptrtoint(a.data, ir.IntType(64))
+
+
+def _suffix(vf):
+    """LLVM's name for a float vector type in intrinsic names: v16f32, v8f64."""
+    return f"v{vf.count}{'f64' if isinstance(vf.element, ir.DoubleType) else 'f32'}"
+
+
+def _fma(builder, vf):
+    """LLVM's fused multiply-add on vectors of type ``vf``."""
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf, vf, vf]),
+                                          f"llvm.fma.{_suffix(vf)}")
+
+
 def _vec_ptr(builder, address, byte_offset):
     """``address + byte_offset`` (i64 values) as a pointer."""
     return builder.inttoptr(builder.add(address, byte_offset), ir.PointerType())
@@ -233,14 +251,12 @@ def _nearest(rows):
             i32, i64 = ir.IntType(32), ir.IntType(64)
             lanes = LANES // 2 if wide else LANES
             vf, vi = ir.VectorType(ft, lanes), ir.VectorType(i32, lanes)
-            suffix = f"v{lanes}{'f64' if wide else 'f32'}"
             ct_a = context.make_array(sig.args[0])(context, builder, args[0])
             d, kp = cgutils.unpack_tuple(builder, ct_a.shape, 2)
             row0 = context.cast(builder, args[2], sig.args[2], types.int64)
             x_p = builder.gep(context.make_array(sig.args[1])(context, builder, args[1]).data,
                               [builder.mul(row0, d)], source_etype=ft)
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf, vf, vf]),
-                                                 f"llvm.fma.{suffix}")
+            fma = _fma(builder, vf)
             # Per row: distances of the current group, and the lane-wise best so far.
             acc = [cgutils.alloca_once(builder, vf) for _ in range(rows)]
             best = [cgutils.alloca_once_value(builder, ir.Constant(vf, [float("inf")] * lanes))
@@ -268,7 +284,7 @@ def _nearest(rows):
                     builder.store(builder.select(less, a, b), best[r])
                     builder.store(builder.select(less, idx, builder.load(arg[r])), arg[r])
             fmin = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ft, [vf]),
-                                                  f"llvm.vector.reduce.fmin.{suffix}")
+                                                  f"llvm.vector.reduce.fmin.{_suffix(vf)}")
             smin = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [vi]),
                                                   f"llvm.vector.reduce.smin.v{lanes}i32")
             lab_p = context.make_array(sig.args[3])(context, builder, args[3]).data
@@ -305,15 +321,12 @@ def _dot_table(groups, blocks):
         def codegen(context, builder, sig, args):
             f32, i64 = ir.FloatType(), ir.IntType(64)
             vf = ir.VectorType(f32, LANES)
-            ct_a = context.make_array(sig.args[0])(context, builder, args[0])
-            _, kp = cgutils.unpack_tuple(builder, ct_a.shape, 2)
-            ct_p = builder.ptrtoint(ct_a.data, i64)
+            _, kp, ct_p = _matrix(context, builder, sig.args[0], args[0])
             x_a = _address(context, builder, sig.args[1], args[1])
             tab_a = _address(context, builder, sig.args[5], args[5])
             x0, x_step, w, tab_step = (context.cast(builder, args[i], sig.args[i], types.int64)
                                        for i in (2, 3, 4, 6))
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf, vf, vf]),
-                                                 f"llvm.fma.v{LANES}f32")
+            fma = _fma(builder, vf)
             four = ir.Constant(i64, 4)
 
             def floats(address, index):  # a pointer to the float at address + 4 * index
@@ -472,13 +485,10 @@ def dot_table_batch(typingctx, book, xt, tab):
     def codegen(context, builder, sig, args):
         f32, i64 = ir.FloatType(), ir.IntType(64)
         vf = ir.VectorType(f32, BATCH)
-        book_s = context.make_array(sig.args[0])(context, builder, args[0])
-        K, d = cgutils.unpack_tuple(builder, book_s.shape, 2)
-        book_a = builder.ptrtoint(book_s.data, i64)
+        K, d, book_a = _matrix(context, builder, sig.args[0], args[0])
         xt_a = _address(context, builder, sig.args[1], args[1])
         tab_a = _address(context, builder, sig.args[2], args[2])
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf, vf, vf]),
-                                             f"llvm.fma.v{BATCH}f32")
+        fma = _fma(builder, vf)
         entry = ir.Constant(i64, 4 * BATCH)  # bytes of one table entry
 
         def codewords(k0, group):  # tab rows k0 .. k0+group-1

@@ -98,6 +98,8 @@ def tile_buffer_nbytes() -> int:
     """Bytes of the calling thread's tile buffer (0 before its first tiled call)."""
     buf = getattr(_scratch, "buf", None)
     return 0 if buf is None else int(buf.nbytes)
+
+
 # Below this many multiply-or-gathers a call runs the serial kernels: a second thread did
 # not pay there, even with TBB starting a region in 2 us (benchmarks/bench_kernel_parts.py;
 # the results are the same either way).
