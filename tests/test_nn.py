@@ -363,3 +363,26 @@ def test_chunk_codes_layout():
         for p in range(5):
             assert c[p // 2, o // 16, p % 2, o % 16] == codes[o, p]
     assert not c[2, :, 1].any() and not c[:, 2, :, 3:].any()  # padding is code 0
+
+
+def test_two_stage_rows_across_chunks_of_positions(monkeypatch):
+    """Two residual stages of 256 codewords over 203 inputs: 52 code positions, in several
+    chunks (each holds whole blocks, so a block's two codes share one), and a cropped last
+    block.  The row decoder, serial and parallel, for every row and for rows out of order,
+    against the quantizer's decode; the tiled path and the lookup against float64."""
+    r = np.random.default_rng(7)
+    w = r.normal(size=(37, 203)).astype(np.float32)
+    q = vq.ResidualQuantizer(8, 8, n_stages=2, beam_size=1, random_state=0, max_iter=3)
+    codes = q.fit_encode(w)
+    layer = nn.LUTLinear(vq.CompressedTensor.from_codes("w", q, codes), crossover=1 << 30)
+    assert layer.codes.shape[0] > 1  # more than one chunk of positions
+    want = q.decode(codes)
+    np.testing.assert_array_equal(layer.dense_weight(), want)
+    rows = np.array([36, 0, 17, 16, 5])
+    np.testing.assert_array_equal(layer._decode_rows(rows), want[rows])
+    monkeypatch.setattr(nn.layers, "PARALLEL_WORK", 1)
+    np.testing.assert_array_equal(layer.dense_weight(), want)
+    x = r.normal(size=(3, 203)).astype(np.float32)
+    ref = x.astype(np.float64) @ want.T.astype(np.float64)
+    assert _rel(layer._tiled(x), ref) < 1e-5
+    assert _rel(layer._lookup(x), ref) < 1e-5
