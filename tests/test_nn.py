@@ -63,7 +63,7 @@ def test_default_crossover_follows_the_measured_steps(monkeypatch):
     assert nn.default_crossover("pq", 1536 / 256) == 1 << 30
     assert nn.default_crossover("rq", 4096 / 512) == 32
     assert nn.default_crossover("rq", 1536 / 512) == 32
-    assert nn.default_crossover("kmeans", 4096 / 16) == 1
+    assert nn.default_crossover("kmeans", 4096 / 16) == 4
     monkeypatch.setitem(nn.CROSSOVER, "pq", ((0, 16), (2, 8)))
     assert nn.default_crossover("pq", 1.5) == 16
     assert nn.default_crossover("pq", 2) == 8
@@ -386,3 +386,29 @@ def test_two_stage_rows_across_chunks_of_positions(monkeypatch):
     ref = x.astype(np.float64) @ want.T.astype(np.float64)
     assert _rel(layer._tiled(x), ref) < 1e-5
     assert _rel(layer._lookup(x), ref) < 1e-5
+
+
+@pytest.mark.parametrize("bits", [3, 4, 9])
+def test_scalar_codes_times_inputs_serial_and_parallel_alike(bits):
+    """k-means codes (8 entries padded to a register's 16, 16 in a register, 512 by
+    gathers in 16-bit codes) over 203 inputs (12 groups of 16 and a tail of 11), 70 rows
+    (a part chunk of rows): the serial and parallel kernels give the same bits, from the
+    bias, close to float64; a NaN input reaches every row of its input only."""
+    r = np.random.default_rng(bits)
+    w = r.normal(size=(70, 203)).astype(np.float32)
+    q = vq.KMeansQuantizer(bits)
+    layer = nn.LUTLinear(vq.CompressedTensor.from_codes("w", q, q.fit_encode(w)),
+                         r.normal(size=70).astype(np.float32))
+    assert layer.codes.dtype == (np.uint16 if bits > 8 else np.uint8)
+    ref = layer.dense_weight().astype(np.float64)
+    for batch in (1, 5):
+        x = r.normal(size=(batch, 203)).astype(np.float32)
+        args = (x, layer.codes, layer.codebook, layer.bias)
+        y = nn_lut.scalar_dot(*args)
+        np.testing.assert_array_equal(y, nn_lut.scalar_dot_parallel(*args))
+        np.testing.assert_array_equal(y, layer._lookup(x))
+        assert _rel(y, x.astype(np.float64) @ ref.T + layer.bias) < 1e-5
+        x[-1, 200] = np.nan  # in the tail
+        y_nan = layer._lookup(x)
+        assert np.isnan(y_nan[-1]).all()
+        np.testing.assert_array_equal(y_nan[:-1], y[:-1])

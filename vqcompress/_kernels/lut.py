@@ -20,8 +20,10 @@ from .simd import (
     dot_table_batch,
     dot_table_x4,
     gather_batch_sum,
+    gather_dot,
     gather_set,
     gather_sum,
+    permute_dot,
     permute_set,
     sum8,
 )
@@ -222,39 +224,42 @@ def lookup_batch_parallel(x, books, per_block, M, codes, bias, n_tasks):  # prag
 
 
 @njit(cache=True, inline="never")
-def _bins_rows(x, codes, codebook, out, r0, r1):  # pragma: no cover - compiled
+def _scalar_rows(x, codes, book, out, r0, r1):  # pragma: no cover - compiled
     B, n_in = x.shape
-    K = codebook.shape[0]
-    bins = np.empty(K, dtype=np.float32)
+    full = n_in // LANES
+    in_register = book.shape[0] == LANES
     for o in range(r0, r1):
+        c = codes[o]
         for b in range(B):
-            bins[:] = 0.0
-            for i in range(n_in):
-                bins[codes[o, i]] += x[b, i]
-            acc = np.float32(0.0)
-            for k in range(K):
-                acc += bins[k] * codebook[k]
-            out[b, o] += acc
+            s = (permute_dot(book, c, x[b], full) if in_register
+                 else gather_dot(book, c, x[b], full))
+            for i in range(full * LANES, n_in):
+                s += book[c[i]] * x[b, i]
+            out[b, o] += s
 
 
 @njit(cache=True)
-def scalar_bins(x, codes, codebook, bias):  # pragma: no cover - compiled
-    """Serial twin of scalar_bins_parallel."""
+def scalar_dot(x, codes, codebook, bias):  # pragma: no cover - compiled
+    """Serial twin of scalar_dot_parallel."""
     out = _outputs(x.shape[0], codes.shape[0], bias)
-    _bins_rows(x, codes, codebook, out, 0, codes.shape[0])
+    _scalar_rows(x, codes, _register_codebook(codebook), out, 0, codes.shape[0])
     return out
 
 
 @njit(parallel=True, cache=True)
-def scalar_bins_parallel(x, codes, codebook, bias):  # pragma: no cover - compiled
-    """Scalar (k-means) codes: out[b, o] = bias[o] + sum_k codebook[k] * (sum of x[b, i]
-    over the i with codes[o, i] == k).  x : (B, n_in) float32; codes : (rows, n_in);
+def scalar_dot_parallel(x, codes, codebook, bias):  # pragma: no cover - compiled
+    """Scalar (k-means) codes: out[b, o] = bias[o] + sum_i codebook[codes[o, i]] * x[b, i],
+    each row's codes decoded LANES at a time in registers and multiplied into running
+    vectors (simd.permute_dot for codebooks of up to LANES entries, gather_dot for larger),
+    in a fixed order, then the inputs past the last whole LANES one by one; no dense row is
+    written.  x : (B, n_in) float32; codes : (rows, n_in) uint8/uint16, C-contiguous;
     codebook : (K,) float32; bias : (rows,) or (0,) float32; returns out (B, rows)."""
     rows = codes.shape[0]
     out = _outputs(x.shape[0], rows, bias)
+    book = _register_codebook(codebook)
     n_chunks = (rows + ROW_CHUNK - 1) // ROW_CHUNK
     for c in prange(n_chunks):
-        _bins_rows(x, codes, codebook, out, c * ROW_CHUNK, min(rows, (c + 1) * ROW_CHUNK))
+        _scalar_rows(x, codes, book, out, c * ROW_CHUNK, min(rows, (c + 1) * ROW_CHUNK))
     return out
 
 
@@ -281,7 +286,7 @@ def sparse_gather(x, row_ptr, cols, codes, codebook, bias):  # pragma: no cover 
 def sparse_gather_parallel(x, row_ptr, cols, codes, codebook, bias):  # pragma: no cover
     """Sparse rows with codes: out[b, o] = bias[o] + sum_e codebook[codes[e]] * x[b, cols[e]]
     over the entries e of row o.  row_ptr : (rows+1,) int64; cols : (nnz,) int32; codes :
-    (nnz,); bias as scalar_bins_parallel takes it; returns out (B, rows)."""
+    (nnz,); bias as scalar_dot_parallel takes it; returns out (B, rows)."""
     rows = row_ptr.shape[0] - 1
     out = _outputs(x.shape[0], rows, bias)
     n_chunks = (rows + ROW_CHUNK - 1) // ROW_CHUNK

@@ -18,6 +18,11 @@ Decoding one 256x384 tile of 4-bit k-means codes takes 30.2 us this way on an AV
 machine, 22.0 us with AVX2 on an AMD EPYC where the gather took 43.5
 (benchmarks/bench_kernel_parts.py).
 
+``permute_dot(table, codes, x, n)`` and ``gather_dot`` decode groups of ``LANES`` scalar
+codes the same two ways and multiply them into running sums with an input, returning the
+dot product of a row of k-means codes with it (``lut.scalar_dot``); no decoded row is
+stored.
+
 Numba caches a kernel with the file that defines it (lut.py, say), keyed to that file's
 time stamp only: after editing this file, delete the callers' ``__pycache__/*.nb?`` files,
 or they run the old code.
@@ -172,37 +177,96 @@ def _permute_avx2(builder, tab_a, codes32):
                                   ir.Constant(ir.VectorType(i32, LANES), list(range(LANES))))
 
 
+def _pick(builder, tab_a, cod_a, bits, isa, register):
+    """table[codes[l]] for the LANES codes (``bits`` wide) at cod_a, as one vector: from a
+    table of LANES floats held in registers when ``register`` and the CPU has AVX2 or
+    AVX-512, else by the gather."""
+    if not (register and isa):
+        return _gather_vector(builder, tab_a, cod_a, bits)
+    vf, vi32 = ir.VectorType(ir.FloatType(), LANES), ir.VectorType(ir.IntType(32), LANES)
+    c = builder.zext(builder.load(builder.inttoptr(cod_a, ir.PointerType()),
+                                  typ=ir.VectorType(ir.IntType(bits), LANES), align=bits // 8), vi32)
+    if isa == "avx2":
+        return _permute_avx2(builder, tab_a, c)
+    t = builder.load(builder.inttoptr(tab_a, ir.PointerType()), typ=vf, align=4)
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vf, [vf, vi32]), "llvm.x86.avx512.permvar.sf.512")
+    return builder.call(fn, [t, c])
+
+
 @intrinsic
 def permute_set(typingctx, dst, table, codes):
     """dst[l] = table[codes[l]] for l < LANES, every code below LANES: the table's first
     LANES floats in one register, picked by one ``vpermps`` where the CPU has AVX-512, by
-    the same gather as gather_set elsewhere; dst, table float32 (table at least LANES
-    long), codes uint8/uint16."""
+    two per half with AVX2, by the same gather as gather_set elsewhere; dst, table float32
+    (table at least LANES long), codes uint8/uint16."""
     if not (_f32_arrays(dst, table) and _codes_type(codes)):
         return None
 
     def codegen(context, builder, sig, args):
         dst_a, tab_a, cod_a = (_address(context, builder, t, v) for t, v in zip(sig.args, args))
-        bits = sig.args[2].dtype.bitwidth
-        isa = _isa(context)
-        if isa:
-            vf, vi32 = ir.VectorType(ir.FloatType(), LANES), ir.VectorType(ir.IntType(32), LANES)
-            c = builder.zext(builder.load(builder.inttoptr(cod_a, ir.PointerType()),
-                                          typ=ir.VectorType(ir.IntType(bits), LANES),
-                                          align=bits // 8), vi32)
-        if isa == "avx512":
-            t = builder.load(builder.inttoptr(tab_a, ir.PointerType()), typ=vf, align=4)
-            fn = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vf, [vf, vi32]), "llvm.x86.avx512.permvar.sf.512")
-            got = builder.call(fn, [t, c])
-        elif isa == "avx2":
-            got = _permute_avx2(builder, tab_a, c)
-        else:
-            got = _gather_vector(builder, tab_a, cod_a, bits)
+        got = _pick(builder, tab_a, cod_a, sig.args[2].dtype.bitwidth, _isa(context), True)
         builder.store(got, builder.inttoptr(dst_a, ir.PointerType()), align=4)
         return context.get_dummy_value()
 
     return types.void(dst, table, codes), codegen
+
+
+def _picked_dot(register):
+    @intrinsic
+    def picked_dot(typingctx, table, codes, x, n):
+        if not (_f32_arrays(table, x) and _codes_type(codes) and isinstance(n, types.Integer)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+            vf = ir.VectorType(f32, LANES)
+            tab_a, cod_a, x_a = (_address(context, builder, t, v)
+                                 for t, v in zip(sig.args[:3], args[:3]))
+            n = context.cast(builder, args[3], sig.args[3], types.int64)
+            bits, isa, fma = sig.args[1].dtype.bitwidth, _isa(context), _fma(builder, vf)
+            acc = [cgutils.alloca_once_value(builder, ir.Constant(vf, [0.0] * LANES))
+                   for _ in range(2)]
+
+            def group(i, a):  # weights i*LANES .. +LANES-1, decoded, times x, into a
+                w = _pick(builder, tab_a, builder.add(cod_a, builder.mul(
+                    i, ir.Constant(i64, LANES * bits // 8))), bits, isa, register)
+                xv = builder.load(_vec_ptr(builder, x_a, builder.mul(i, ir.Constant(i64, 4 * LANES))),
+                                  typ=vf, align=4)
+                builder.store(builder.call(fma, [w, xv, builder.load(a)]), a)
+
+            two = ir.Constant(i64, 2)
+            with cgutils.for_range(builder, builder.udiv(n, two)) as g:
+                i = builder.mul(g.index, two)
+                group(i, acc[0])
+                group(builder.add(i, ir.Constant(i64, 1)), acc[1])
+            with builder.if_then(builder.icmp_unsigned("!=", builder.urem(n, two),
+                                                       ir.Constant(i64, 0))):
+                group(builder.sub(n, ir.Constant(i64, 1)), acc[0])
+            v = builder.fadd(builder.load(acc[0]), builder.load(acc[1]))
+            h = LANES // 2
+            while h:  # lanes l and l + h added, halving to one lane
+                half = ir.VectorType(i32, h)
+                v = builder.fadd(builder.shuffle_vector(v, v, ir.Constant(half, list(range(h)))),
+                                 builder.shuffle_vector(v, v, ir.Constant(half, list(range(h, 2 * h)))))
+                h //= 2
+            return builder.extract_element(v, ir.Constant(i32, 0))
+
+        return types.float32(table, codes, x, n), codegen
+    return picked_dot
+
+
+# permute_dot(table, codes, x, n) / gather_dot: the sum over i < n*LANES of table[codes[i]]
+# * x[i], each group of LANES weights decoded as permute_set / gather_set decode them and
+# multiplied into one of two running vectors by fused multiply-adds (even groups into the
+# first, odd into the second, so that two chains are in flight), then the two vectors
+# added and their lanes summed pairwise (l and l + 8, then l and l + 4, ...): a fixed
+# order, the same wherever the call is made.  A row of scalar codes times an input, with
+# no dense row written: permute_dot for tables of LANES floats (codebooks of up to LANES
+# entries, padded), gather_dot for larger ones.  table, x float32; codes uint8/uint16;
+# n * LANES elements of codes and x from their start.
+permute_dot = _picked_dot(True)
+gather_dot = _picked_dot(False)
 
 
 def _sum8_codegen(context, builder, sig, args):

@@ -6,15 +6,15 @@
   row a sum of table entries picked by the codes; from BATCH_LOOKUP_FROM inputs on, each
   table entry holds the products of 8 inputs, so one vector add per code read serves
   them all;
-- scalar (k-means) codes: per output row, the inputs are summed into one bin per
-  codeword, then one dot product with the codebook;
+- scalar (k-means) codes: per output row, its codes decoded 16 at a time in registers
+  and multiplied into running sums with the input (no dense row is written);
 - pruned sparse codes: per output row, a gather over its nonzero entries (pruned weights
   are absent, so a NaN input reaches only the rows that keep a weight on it, where a
   dense product would multiply it by zero and spread it to every row);
 - a tensor stored by row groups (``hot_rows``): one layer per member, each computing
   its own output rows;
 - for large batches (from ``crossover`` rows of input on) the lookup loses to BLAS on
-  layers with few output rows per table entry, and k-means codes always do: the layer then
+  layers with few output rows per table entry, and k-means codes from batch 4: the layer then
   decodes ``tile_rows`` rows of W at a time (never all of them) into a buffer that every
   layer called from the same thread shares, and multiplies with BLAS.
 """
@@ -41,10 +41,12 @@ from ..errors import InputError
 # at 8x256) never ran tiled faster up to batch 64; below that (384x384, 384x1536) tiled
 # from 4-64.  RQ at 3 to 21 rows per entry (1536x384, 4096x4096, 11008x4096 at 2x8x256)
 # tiled from 32-64 (not up to 64 in one run), below 1 row per entry (384x384, 384x1536)
-# from 4 (32 in one run).  k-means from 1 (2 twice).  Sparse layers keep their gather,
+# from 4 (32 in one run).  k-means, with its codes decoded in registers and multiplied
+# into the sums (lut.scalar_dot), from 4 or 8 on the MiniLM shapes (one run, before any
+# layer ran it; its earlier kernel, bins per codeword, from 1).  Sparse layers keep their gather,
 # whose work scales with the kept weights (their tile decoding is a Python loop; not
 # measured).
-CROSSOVER = {"pq": ((0, 16), (4, 1 << 30)), "rq": ((0, 4), (2, 32)), "kmeans": ((0, 1),),
+CROSSOVER = {"pq": ((0, 16), (4, 1 << 30)), "rq": ((0, 4), (2, 32)), "kmeans": ((0, 4),),
              "sparse": ((0, 1 << 30),), "uniform": ((0, 1),), "raw": ((0, 1),),
              "rows": ((0, 1 << 30),)}  # rows: each member follows its own kind's
 
@@ -324,7 +326,7 @@ class LUTLinear:
                      if par else lut.lookup(*args))
             return y if y.shape[1] == self.out_features else y[:, :self.out_features]
         if self.kind == "kmeans":
-            return (lut.scalar_bins_parallel if par else lut.scalar_bins)(
+            return (lut.scalar_dot_parallel if par else lut.scalar_dot)(
                 x2, self.codes, self.codebook, bias)
         return (lut.sparse_gather_parallel if par else lut.sparse_gather)(
             x2, self.row_ptr, self.cols, self.codes, self.codebook, bias)
