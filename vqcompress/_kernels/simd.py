@@ -19,9 +19,10 @@ machine, 22.0 us with AVX2 on an AMD EPYC where the gather took 43.5
 (benchmarks/bench_kernel_parts.py).
 
 ``permute_dot(table, codes, x, n)`` and ``gather_dot`` decode groups of ``LANES`` scalar
-codes the same two ways and multiply them into running sums with an input, returning the
-dot product of a row of k-means codes with it (``lut.scalar_dot``); no decoded row is
-stored.
+codes the same two ways (with AVX2 and 8-bit codes, permute_dot picks each float's four
+bytes by ``vpshufb`` instead) and multiply them into running sums with an input,
+returning the dot product of a row of k-means codes with it (``lut.scalar_dot``); no
+decoded row is stored.
 
 Numba caches a kernel with the file that defines it (lut.py, say), keyed to that file's
 time stamp only: after editing this file, delete the callers' ``__pycache__/*.nb?`` files,
@@ -212,6 +213,60 @@ def permute_set(typingctx, dst, table, codes):
     return types.void(dst, table, codes), codegen
 
 
+def _byte_planes(builder, tab_a):
+    """A 16-float table as four <32 x i8> vectors: vector k holds byte k of each entry, in
+    both 128-bit halves, for ``vpshufb`` to pick by 16 codes per half."""
+    i8, i32 = ir.IntType(8), ir.IntType(32)
+    t = builder.load(builder.inttoptr(tab_a, ir.PointerType()), typ=ir.VectorType(i8, 64),
+                     align=4)
+    return [builder.shuffle_vector(t, t, ir.Constant(ir.VectorType(i32, 32),
+                                                     [4 * e + k for e in range(16)] * 2))
+            for k in range(4)]
+
+
+def _interleave(builder, a, b, width, high):
+    """x86's unpack (low or high) of elements ``width`` bits wide, per 128-bit half, of two
+    256-bit integer vectors: a0 b0 a1 b1 ... of each half's low (or high) half."""
+    i32 = ir.IntType(32)
+    per = 128 // width  # elements per 128-bit half
+    idx = [half * per + i + (per // 2 if high else 0) + side * 2 * per
+           for half in range(2) for i in range(per // 2) for side in range(2)]
+    vt = ir.VectorType(ir.IntType(width), 2 * per)
+    a, b = builder.bitcast(a, vt), builder.bitcast(b, vt)
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, 2 * per), idx))
+
+
+def _plane_floats(builder, planes, cod_a):
+    """32 uint8 codes from cod_a decoded from the byte planes (``vpshufb`` per plane, then
+    bytes and words interleaved): four <8 x float>, the q-th holding codes 4q .. 4q+3 and
+    16+4q .. 16+4q+3 (the order x86's unpacks leave them in)."""
+    f32, i8 = ir.FloatType(), ir.IntType(8)
+    v32b = ir.VectorType(i8, 32)
+    pshufb = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v32b, [v32b, v32b]),
+                                            "llvm.x86.avx2.pshuf.b")
+    c = builder.load(builder.inttoptr(cod_a, ir.PointerType()), typ=v32b, align=1)
+    b = [builder.call(pshufb, [p, c]) for p in planes]
+    words = [_interleave(builder, b[k], b[k + 1], 8, high) for high in (False, True)
+             for k in (0, 2)]  # bytes 0-1 and 2-3 of codes 0-7, then of codes 8-15
+    return [builder.bitcast(_interleave(builder, words[2 * j], words[2 * j + 1], 16, high),
+                            ir.VectorType(f32, 8))
+            for j in range(2) for high in (False, True)]
+
+
+def _plane_products(builder, planes, cod_a, x_a, acc):
+    """32 uint8 codes decoded by _plane_floats and multiplied into acc, four <8 x float>
+    running sums, each with the inputs of its codes (loaded four at a time)."""
+    f32, i64 = ir.FloatType(), ir.IntType(64)
+    v4f, v8f = ir.VectorType(f32, 4), ir.VectorType(f32, 8)
+    fma = _fma(builder, v8f)
+    for q, w in enumerate(_plane_floats(builder, planes, cod_a)):
+        lo, hi = (builder.load(_vec_ptr(builder, x_a, ir.Constant(i64, 4 * (4 * q + 16 * h))),
+                               typ=v4f, align=4) for h in (0, 1))
+        xv = builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(ir.IntType(32), 8),
+                                                        list(range(8))))
+        builder.store(builder.call(fma, [w, xv, builder.load(acc[q])]), acc[q])
+
+
 def _picked_dot(register):
     @intrinsic
     def picked_dot(typingctx, table, codes, x, n):
@@ -220,13 +275,15 @@ def _picked_dot(register):
 
         def codegen(context, builder, sig, args):
             f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
-            vf = ir.VectorType(f32, LANES)
+            vf, v8f = ir.VectorType(f32, LANES), ir.VectorType(f32, 8)
             tab_a, cod_a, x_a = (_address(context, builder, t, v)
                                  for t, v in zip(sig.args[:3], args[:3]))
             n = context.cast(builder, args[3], sig.args[3], types.int64)
             bits, isa, fma = sig.args[1].dtype.bitwidth, _isa(context), _fma(builder, vf)
             acc = [cgutils.alloca_once_value(builder, ir.Constant(vf, [0.0] * LANES))
                    for _ in range(2)]
+            acc8 = [cgutils.alloca_once_value(builder, ir.Constant(v8f, [0.0] * 8))
+                    for _ in range(4)]
 
             def group(i, a):  # weights i*LANES .. +LANES-1, decoded, times x, into a
                 w = _pick(builder, tab_a, builder.add(cod_a, builder.mul(
@@ -238,8 +295,13 @@ def _picked_dot(register):
             two = ir.Constant(i64, 2)
             with cgutils.for_range(builder, builder.udiv(n, two)) as g:
                 i = builder.mul(g.index, two)
-                group(i, acc[0])
-                group(builder.add(i, ir.Constant(i64, 1)), acc[1])
+                if register and isa == "avx2" and bits == 8:
+                    planes = _byte_planes(builder, tab_a)  # loop-invariant: LLVM hoists it
+                    _plane_products(builder, planes, builder.add(cod_a, builder.mul(i, ir.Constant(i64, LANES))),
+                                    builder.add(x_a, builder.mul(i, ir.Constant(i64, 4 * LANES))), acc8)
+                else:
+                    group(i, acc[0])
+                    group(builder.add(i, ir.Constant(i64, 1)), acc[1])
             with builder.if_then(builder.icmp_unsigned("!=", builder.urem(n, two),
                                                        ir.Constant(i64, 0))):
                 group(builder.sub(n, ir.Constant(i64, 1)), acc[0])
@@ -249,6 +311,10 @@ def _picked_dot(register):
                 half = ir.VectorType(i32, h)
                 v = builder.fadd(builder.shuffle_vector(v, v, ir.Constant(half, list(range(h)))),
                                  builder.shuffle_vector(v, v, ir.Constant(half, list(range(h, 2 * h)))))
+                if h == 8:  # the byte planes' four sums (zeros on the other paths)
+                    v = builder.fadd(v, builder.fadd(
+                        builder.fadd(builder.load(acc8[0]), builder.load(acc8[1])),
+                        builder.fadd(builder.load(acc8[2]), builder.load(acc8[3]))))
                 h //= 2
             return builder.extract_element(v, ir.Constant(i32, 0))
 
@@ -257,14 +323,17 @@ def _picked_dot(register):
 
 
 # permute_dot(table, codes, x, n) / gather_dot: the sum over i < n*LANES of table[codes[i]]
-# * x[i], each group of LANES weights decoded as permute_set / gather_set decode them and
-# multiplied into one of two running vectors by fused multiply-adds (even groups into the
-# first, odd into the second, so that two chains are in flight), then the two vectors
-# added and their lanes summed pairwise (l and l + 8, then l and l + 4, ...): a fixed
-# order, the same wherever the call is made.  A row of scalar codes times an input, with
-# no dense row written: permute_dot for tables of LANES floats (codebooks of up to LANES
-# entries, padded), gather_dot for larger ones.  table, x float32; codes uint8/uint16;
-# n * LANES elements of codes and x from their start.
+# * x[i], a row of scalar codes times an input with no dense row written: permute_dot for
+# tables of LANES floats (codebooks of up to LANES entries, padded), gather_dot for larger
+# ones.  Groups of LANES weights are decoded as permute_set / gather_set decode them and
+# multiplied by fused multiply-adds into one of two running vectors (even groups into the
+# first, odd into the second, two chains in flight).  With AVX2 and 8-bit codes,
+# permute_dot decodes pairs of groups from the table's byte planes instead (_plane_products:
+# 12 in-lane shuffles per 32 codes where permute_set's vpermps, slow on AMD Zen 3, takes
+# four per 16) into four 8-float running vectors, an odd last group as above.  At the end
+# the running vectors are added and their lanes summed pairwise (l and l + 8, then l and
+# l + 4, ...): a fixed order for a given CPU, the same wherever the call is made.  table,
+# x float32; codes uint8/uint16; n * LANES elements of codes and x from their start.
 permute_dot = _picked_dot(True)
 gather_dot = _picked_dot(False)
 
