@@ -63,7 +63,7 @@ def test_default_crossover_follows_the_measured_steps(monkeypatch):
     assert nn.default_crossover("pq", 1536 / 256) == 1 << 30
     assert nn.default_crossover("rq", 4096 / 512) == 32
     assert nn.default_crossover("rq", 1536 / 512) == 32
-    assert nn.default_crossover("kmeans", 4096 / 16) == 4
+    assert nn.default_crossover("kmeans", 4096 / 16) == 8
     monkeypatch.setitem(nn.CROSSOVER, "pq", ((0, 16), (2, 8)))
     assert nn.default_crossover("pq", 1.5) == 16
     assert nn.default_crossover("pq", 2) == 8

@@ -14,7 +14,7 @@
 - a tensor stored by row groups (``hot_rows``): one layer per member, each computing
   its own output rows;
 - for large batches (from ``crossover`` rows of input on) the lookup loses to BLAS on
-  layers with few output rows per table entry, and k-means codes from batch 4: the layer then
+  layers with few output rows per table entry, and k-means codes from batch 8: the layer then
   decodes ``tile_rows`` rows of W at a time (never all of them) into a buffer that every
   layer called from the same thread shares, and multiplies with BLAS.
 """
@@ -42,11 +42,12 @@ from ..errors import InputError
 # from 4-64.  RQ at 3 to 21 rows per entry (1536x384, 4096x4096, 11008x4096 at 2x8x256)
 # tiled from 32-64 (not up to 64 in one run), below 1 row per entry (384x384, 384x1536)
 # from 4 (32 in one run).  k-means, with its codes decoded in registers and multiplied
-# into the sums (lut.scalar_dot), from 4 or 8 on the MiniLM shapes (one run, before any
-# layer ran it; its earlier kernel, bins per codeword, from 1).  Sparse layers keep their gather,
+# into the sums (lut.scalar_dot, byte planes with AVX2), from 8 on the MiniLM shapes (one
+# run; 4-8 before the byte planes, from 1 with the earlier kernel, bins per codeword).
+# Sparse layers keep their gather,
 # whose work scales with the kept weights (their tile decoding is a Python loop; not
 # measured).
-CROSSOVER = {"pq": ((0, 16), (4, 1 << 30)), "rq": ((0, 4), (2, 32)), "kmeans": ((0, 4),),
+CROSSOVER = {"pq": ((0, 16), (4, 1 << 30)), "rq": ((0, 4), (2, 32)), "kmeans": ((0, 8),),
              "sparse": ((0, 1 << 30),), "uniform": ((0, 1),), "raw": ((0, 1),),
              "rows": ((0, 1 << 30),)}  # rows: each member follows its own kind's
 
