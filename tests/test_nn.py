@@ -412,3 +412,22 @@ def test_scalar_codes_times_inputs_serial_and_parallel_alike(bits):
         y_nan = layer._lookup(x)
         assert np.isnan(y_nan[-1]).all()
         np.testing.assert_array_equal(y_nan[:-1], y[:-1])
+
+
+def test_sparse_rows_serial_and_parallel_alike(layers):
+    """The pruned layer's gather, one input (a running sum per row) and several (every
+    entry's products across the inputs at once), serial and parallel: the same bits, from
+    the bias, close to float64; its row decoder (the tiled path's) gives dense_weight's
+    rows in any order."""
+    layer = layers["sparse"]
+    w = layer.dense_weight()
+    for batch in (1, 2, 9):
+        x = np.random.default_rng(batch).normal(size=(batch, 37)).astype(np.float32)
+        args = (x, layer.row_ptr, layer.cols, layer.codes, layer.codebook, layer.bias)
+        y = nn_lut.sparse_gather(*args)
+        np.testing.assert_array_equal(y, nn_lut.sparse_gather_parallel(*args))
+        assert _rel(y, _ref(layer, x)) < 1e-5
+    rows = np.array([299, 0, 150, 7], dtype=np.int64)
+    out = np.full((4, 37), np.nan, np.float32)
+    nn_lut.decode_sparse_rows(layer.row_ptr, layer.cols, layer.codes, layer.codebook, rows, out)
+    np.testing.assert_array_equal(out, w[rows])

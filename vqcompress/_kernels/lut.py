@@ -264,36 +264,80 @@ def scalar_dot_parallel(x, codes, codebook, bias):  # pragma: no cover - compile
 
 
 @njit(cache=True, inline="never")
-def _sparse_rows(x, row_ptr, cols, codes, codebook, out, r0, r1):  # pragma: no cover
+def _sparse_rows(x, xt, row_ptr, cols, codes, codebook, out, r0, r1):  # pragma: no cover
+    """Rows r0 .. r1-1 of sparse_gather, each row's sum per input in entry order.  One
+    input: its running sum in a register.  More: each entry's weight decoded once and
+    multiplied by every input's value at its column, read from the inputs transposed
+    (``xt``, contiguous across the batch, so one entry's products are vector operations),
+    into one running sum per input."""
     B = x.shape[0]
-    for o in range(r0, r1):
-        for b in range(B):
+    if B == 1:
+        for o in range(r0, r1):
             acc = np.float32(0.0)
             for e in range(row_ptr[o], row_ptr[o + 1]):
-                acc += codebook[codes[e]] * x[b, cols[e]]
-            out[b, o] += acc
+                acc += codebook[codes[e]] * x[0, cols[e]]
+            out[0, o] += acc
+        return
+    acc = np.empty(B, dtype=np.float32)
+    for o in range(r0, r1):
+        acc[:] = 0.0
+        for e in range(row_ptr[o], row_ptr[o + 1]):
+            w = codebook[codes[e]]
+            xc = xt[cols[e]]
+            for b in range(B):
+                acc[b] += w * xc[b]
+        for b in range(B):
+            out[b, o] += acc[b]
+
+
+@njit(cache=True)
+def _transposed(x):  # pragma: no cover - compiled
+    """x (B, n) as a C-contiguous (n, B) float32 (an empty (0, 0) for one input, which
+    _sparse_rows reads directly)."""
+    B, n = x.shape
+    if B == 1:
+        return np.empty((0, 0), dtype=np.float32)
+    xt = np.empty((n, B), dtype=np.float32)
+    for b in range(B):
+        for i in range(n):
+            xt[i, b] = x[b, i]
+    return xt
 
 
 @njit(cache=True)
 def sparse_gather(x, row_ptr, cols, codes, codebook, bias):  # pragma: no cover - compiled
     """Serial twin of sparse_gather_parallel."""
     out = _outputs(x.shape[0], row_ptr.shape[0] - 1, bias)
-    _sparse_rows(x, row_ptr, cols, codes, codebook, out, 0, row_ptr.shape[0] - 1)
+    _sparse_rows(x, _transposed(x), row_ptr, cols, codes, codebook, out, 0,
+                 row_ptr.shape[0] - 1)
     return out
 
 
 @njit(parallel=True, cache=True)
 def sparse_gather_parallel(x, row_ptr, cols, codes, codebook, bias):  # pragma: no cover
     """Sparse rows with codes: out[b, o] = bias[o] + sum_e codebook[codes[e]] * x[b, cols[e]]
-    over the entries e of row o.  row_ptr : (rows+1,) int64; cols : (nnz,) int32; codes :
-    (nnz,); bias as scalar_dot_parallel takes it; returns out (B, rows)."""
+    over the entries e of row o, in order.  row_ptr : (rows+1,) int64; cols : (nnz,)
+    int32; codes : (nnz,); bias as scalar_dot_parallel takes it; returns out (B, rows)."""
     rows = row_ptr.shape[0] - 1
     out = _outputs(x.shape[0], rows, bias)
+    xt = _transposed(x)
     n_chunks = (rows + ROW_CHUNK - 1) // ROW_CHUNK
     for c in prange(n_chunks):
-        _sparse_rows(x, row_ptr, cols, codes, codebook, out, c * ROW_CHUNK,
+        _sparse_rows(x, xt, row_ptr, cols, codes, codebook, out, c * ROW_CHUNK,
                      min(rows, (c + 1) * ROW_CHUNK))
     return out
+
+
+@njit(cache=True)
+def decode_sparse_rows(row_ptr, cols, codes, codebook, rows, out):  # pragma: no cover
+    """Dense rows of a sparse layer into a caller buffer: out[i] = zeros with
+    codebook[codes[e]] at cols[e] for the entries e of row rows[i].  rows : (r,) int64;
+    out : (r, n_in) float32."""
+    for i in range(rows.shape[0]):
+        o = out[i]
+        o[:] = 0.0
+        for e in range(row_ptr[rows[i]], row_ptr[rows[i] + 1]):
+            o[cols[e]] = codebook[codes[e]]
 
 
 @njit(cache=True)

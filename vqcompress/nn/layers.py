@@ -365,10 +365,8 @@ class LUTLinear:
         elif self.kind == "raw":
             out[...] = self.weight[rows]
         elif self.kind == "sparse":
-            out[...] = 0.0
-            for i, o in enumerate(np.arange(self.out_features)[rows]):
-                a, b = self.row_ptr[o], self.row_ptr[o + 1]
-                out[i, self.cols[a:b]] = self.codebook[self.codes[a:b]]
+            lut.decode_sparse_rows(self.row_ptr, self.cols, self.codes, self.codebook,
+                                   np.arange(self.out_features, dtype=np.int64)[rows], out)
         else:
             out[...] = self.quantizer.decode_rows(self.codes[rows], rows)
 
