@@ -26,6 +26,11 @@ same process.
 5. The tiled path at batch 64 with tiles of 128, 256, 512 and 768 rows (those smaller than
    the layer) on 384x384, 1536x384, 384x1536 and 4096x4096, each against BLAS on the
    dense weight, in turn (speed against BLAS: over 1 is faster).
+6. Pruned layers (k-means 5 bits, 30% and 10% of the weights kept) on the same shapes,
+   batch 1, 4, 16, 64: held as compressed sparse rows, their gather and their tiled path,
+   and held as every code (pruned ones 0.0), the k-means lookup; each against BLAS on
+   the dense weight, in turn; the bytes each way holds; and the batch from which the
+   tiled path beats the gather.
 
     python benchmarks/bench_kernel_parts.py [--part N ...]
 """
@@ -283,11 +288,43 @@ def tile_size_rows(rng, reps):
 TILE_SIZES = (128, 256, 512, 768)
 
 
+def pruned_rows(rng, reps):
+    """Pruned k-means layers, as sparse rows and as every code, against BLAS, in turn."""
+    import vqcompress as vq
+    from lut_bench import first_win
+    from vqcompress.nn import LUTLinear
+
+    rows = []
+    for out_f, n_in in ((384, 384), (1536, 384), (384, 1536), (4096, 4096)):
+        W = rng.normal(size=(out_f, n_in)).astype(np.float32)
+        for kept in (0.3, 0.1):
+            t = vq.compress({"w": W}, method="kmeans", bits=5, prune=1 - kept,
+                            min_elements=16)["w"]
+            csr, codes = LUTLinear(t, sparse=True), LUTLinear(t, sparse=False)
+            Wd = codes.dense_weight()
+            for B in (1, 4, 16, 64):
+                x = rng.normal(size=(B, n_in)).astype(np.float32)
+                t_ = best_of_each({"blas": lambda: x @ Wd.T, "gather": lambda: csr._lookup(x),
+                                   "tiled": lambda: csr._tiled(x),
+                                   "codes": lambda: codes._lookup(x)},
+                                  reps if out_f < 4096 else 5)
+                rows.append({"layer": f"{out_f}x{n_in}", "kept": kept, "batch": B,
+                             "BLAS us": t_["blas"] * 1e6,
+                             "sparse rows: gather": t_["blas"] / t_["gather"],
+                             "sparse rows: tiled": t_["blas"] / t_["tiled"],
+                             "every code: lookup": t_["blas"] / t_["codes"],
+                             "bytes sparse rows / every code": f"{csr.nbytes} / {codes.nbytes}"})
+            rows[-1]["tiled beats the gather from batch"] = first_win(
+                csr, n_in, rng, lambda m, x: m._tiled(x), lambda m, x: m._lookup(x),
+                (1, 2, 4, 8, 16, 32, 64))
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--part", type=int, choices=range(1, 6), action="append",
-                    help="run only this part (repeatable); all five by default")
-    parts = set(ap.parse_args().part or range(1, 6))
+    ap.add_argument("--part", type=int, choices=range(1, 7), action="append",
+                    help="run only this part (repeatable); all six by default")
+    parts = set(ap.parse_args().part or range(1, 7))
     header("Kernel parts: nearest-center pass and tile decoding, beside their peers")
     if 1 in parts:
         W = load_file(minilm_safetensors())[TENSOR]
@@ -318,6 +355,12 @@ def main():
         print("\n### The tiled path at batch 64 by tile size: BLAS time / tiled time\n")
         table(tile_size_rows(np.random.default_rng(0), 20),
               ["layer", "config", "BLAS us"] + [f"{tr} rows" for tr in TILE_SIZES])
+    if 6 in parts:
+        print("\n### Pruned k-means layers, 5 bits: speed against BLAS\n")
+        table(pruned_rows(np.random.default_rng(0), 20),
+              ["layer", "kept", "batch", "BLAS us", "sparse rows: gather", "sparse rows: tiled",
+               "every code: lookup", "bytes sparse rows / every code",
+               "tiled beats the gather from batch"])
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ SETTINGS = {
     "pq8": dict(method="pq", bits=8, block_size=8),
     "rq": dict(method="rq", bits=4, block_size=4, stages=2),
     "kmeans": dict(method="kmeans", bits=4),
-    "sparse": dict(method="kmeans", bits=5, prune=0.7),
+    "sparse": dict(method="kmeans", bits=5, prune=0.9),  # 10% kept: held as sparse rows
     "uniform": dict(method="uniform", bits=4, group_size=16),
 }
 
@@ -431,3 +431,31 @@ def test_sparse_rows_serial_and_parallel_alike(layers):
     out = np.full((4, 37), np.nan, np.float32)
     nn_lut.decode_sparse_rows(layer.row_ptr, layer.cols, layer.codes, layer.codebook, rows, out)
     np.testing.assert_array_equal(out, w[rows])
+
+
+def test_pruned_layers_hold_whichever_form_is_smaller():
+    """30% of the weights kept: every code (1 byte each) is smaller than sparse rows (5
+    bytes per kept weight), so the layer runs as k-means codes; 10% kept: sparse rows.
+    Either form, asked for, gives the decompressed weight and the same products to float32
+    rounding; NaN reaches every row through every code, only the rows keeping the input's
+    weight through sparse rows."""
+    r = np.random.default_rng(5)
+    w = r.normal(size=(60, 50)).astype(np.float32)
+    for prune, kind in ((0.7, "kmeans"), (0.9, "sparse")):
+        t = vq.compress({"w": w}, method="kmeans", bits=5, prune=prune, min_elements=16)["w"]
+        assert nn.LUTLinear(t).kind == kind
+        want = t.decompress()
+        x = r.normal(size=(3, 50)).astype(np.float32)
+        ys = []
+        for sparse in (True, False):
+            layer = nn.LUTLinear(t, sparse=sparse)
+            assert layer.kind == ("sparse" if sparse else "kmeans")
+            np.testing.assert_array_equal(layer.dense_weight(), want)
+            ys.append(layer(x))
+            assert _rel(ys[-1], x.astype(np.float64) @ want.T.astype(np.float64)) < 1e-5
+        held = [nn.LUTLinear(t, sparse=s_).nbytes for s_ in (True, False)]
+        assert (held[0] < held[1]) == (kind == "sparse")
+        x[0, 7] = np.nan
+        y_sparse = nn.LUTLinear(t, sparse=True)(x[:1])
+        np.testing.assert_array_equal(np.isnan(y_sparse[0]), want[:, 7] != 0)
+        assert np.isnan(nn.LUTLinear(t, sparse=False)(x[:1])).all()

@@ -8,9 +8,11 @@
   them all;
 - scalar (k-means) codes: per output row, its codes decoded 16 at a time in registers
   and multiplied into running sums with the input (no dense row is written);
-- pruned sparse codes: per output row, a gather over its nonzero entries (pruned weights
-  are absent, so a NaN input reaches only the rows that keep a weight on it, where a
-  dense product would multiply it by zero and spread it to every row);
+- pruned codes, held as compressed sparse rows where that takes fewer bytes than every
+  code (few weights kept): per output row, a gather over its kept entries (pruned
+  weights are absent, so a NaN input reaches only the rows that keep a weight on it,
+  where a dense product would multiply it by zero and spread it to every row); held as
+  every code, pruned ones 0.0, as k-means codes;
 - a tensor stored by row groups (``hot_rows``): one layer per member, each computing
   its own output rows;
 - for large batches (from ``crossover`` rows of input on) the lookup loses to BLAS on
@@ -44,9 +46,12 @@ from ..errors import InputError
 # from 4 (32 in one run).  k-means, with its codes decoded in registers and multiplied
 # into the sums (lut.scalar_dot, byte planes with AVX2), from 8 on the MiniLM shapes (one
 # run; 4-8 before the byte planes, from 1 with the earlier kernel, bins per codeword).
-# Sparse layers keep their gather,
-# whose work scales with the kept weights (their tile decoding is a Python loop; not
-# measured).
+# Pruned layers are held as sparse rows only where that takes fewer bytes than every code
+# (below about a fifth of the weights kept; LUTLinear's ``sparse``), and those keep their
+# gather, whose work scales with the kept weights: with 10% kept it beat the tiled path
+# up to batch 64 on three of four shapes (from 64 on 4096x4096), while with 30% kept the
+# tiled path won from batch 2 (benchmarks/bench_kernel_parts.py --part 6, one run).
+# Pruned layers held as every code run as k-means layers.
 CROSSOVER = {"pq": ((0, 16), (4, 1 << 30)), "rq": ((0, 4), (2, 32)), "kmeans": ((0, 8),),
              "sparse": ((0, 1 << 30),), "uniform": ((0, 1),), "raw": ((0, 1),),
              "rows": ((0, 1 << 30),)}  # rows: each member follows its own kind's
@@ -164,6 +169,12 @@ def _as_input(x, n_in: int, name: str) -> tuple[np.ndarray, tuple | None]:
     return np.ascontiguousarray(x.reshape(-1, n_in), dtype=np.float32), lead
 
 
+def _csr_nbytes(codes: np.ndarray) -> int:
+    """Bytes of (rows, n) codes held as compressed sparse rows of their nonzero codes:
+    row starts (int64), column indices (int32) and the codes."""
+    return (codes.shape[0] + 1) * 8 + int(np.count_nonzero(codes)) * (4 + codes.itemsize)
+
+
 class LUTLinear:
     """y = x @ W.T + b from a compressed weight (a CompressedTensor of rank 2).
 
@@ -174,16 +185,28 @@ class LUTLinear:
     crossover : int, optional, batch size from which the tiled BLAS path runs
     tile_rows : int, optional, rows of W decoded at a time on that path (by default
         ``default_tile_rows``)
+    sparse : bool, optional, for a pruned weight: hold its kept codes as compressed sparse
+        rows (True) or every code, pruned ones as code 0 for 0.0, as a k-means layer does
+        (False).  By default, whichever holds fewer bytes: the rows' column indices take 4
+        bytes per kept weight, so below about one weight kept in five.  A NaN input then
+        reaches only the rows that keep a weight on it; with every code it reaches every
+        row, as in ``x @ dense_weight().T``.
     """
 
     def __init__(self, tensor, bias=None, *, crossover: int | None = None,
-                 tile_rows: int | None = None):
+                 tile_rows: int | None = None, sparse: bool | None = None):
         if len(tensor.shape) != 2:
             raise InputError(f"{tensor.name}: LUTLinear needs a 2-D weight, got {tensor.shape}")
         self.name = tensor.name
         self.out_features, self.in_features = (int(s) for s in tensor.shape)
         self.method = tensor.method
-        self.kind = "sparse" if tensor.index_bits else tensor.method
+        self.kind = tensor.method
+        if tensor.index_bits:
+            codes = tensor.codes.reshape(self.out_features, -1)
+            if sparse is None:
+                sparse = _csr_nbytes(codes) < codes.nbytes
+            if sparse:
+                self.kind = "sparse"
         self.bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
         if self.bias is not None and self.bias.shape != (self.out_features,):
             raise InputError(f"{self.name}: bias shape {self.bias.shape}, expected "
