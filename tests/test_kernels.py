@@ -318,7 +318,8 @@ def test_permute_set_matches_indexing(rng, monkeypatch, isa, dtype):
 def test_picked_dot_matches_float64(rng, monkeypatch, isa, dtype, n):
     """A row of scalar codes times an input, n groups of 16: from a 16-float table in
     registers (permute_dot: byte planes and vpshufb for pairs of groups of 8-bit codes
-    with AVX2, vpermps with AVX-512, the gather elsewhere) and from a 200- or 300-float
+    with AVX2, vpermps with AVX-512, the gather elsewhere), from a 32-float one
+    (permute_dot32: two sets of byte planes with AVX2, else the gather) and from a 200- or 300-float
     table by gathers (gather_dot), against float64, to float32 rounding of the sum of the
     products' sizes; none of the codes or inputs past n groups read."""
     _compile_for(monkeypatch, isa)
@@ -328,12 +329,17 @@ def test_picked_dot_matches_float64(rng, monkeypatch, isa, dtype, n):
         return simd.permute_dot(table, codes, x, n)
 
     @numba.njit
+    def in_registers32(table, codes, x, n):
+        return simd.permute_dot32(table, codes, x, n)
+
+    @numba.njit
     def by_gathers(table, codes, x, n):
         return simd.gather_dot(table, codes, x, n)
 
     x = rng.normal(size=16 * n + 3).astype(np.float32)
     x[16 * n:] = np.nan  # past the groups: never read
-    for run, K in ((in_register, 16), (by_gathers, 200 if dtype == np.uint8 else 300)):
+    for run, K in ((in_register, 16), (in_registers32, 32),
+                   (by_gathers, 200 if dtype == np.uint8 else 300)):
         table = rng.normal(size=K).astype(np.float32)
         codes = rng.integers(0, K, size=16 * n + 3).astype(dtype)
         prods = table[codes[:16 * n].astype(np.int64)].astype(np.float64) * x[:16 * n]

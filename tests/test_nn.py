@@ -388,10 +388,10 @@ def test_two_stage_rows_across_chunks_of_positions(monkeypatch):
     assert _rel(layer._lookup(x), ref) < 1e-5
 
 
-@pytest.mark.parametrize("bits", [3, 4, 9])
+@pytest.mark.parametrize("bits", [3, 4, 5, 9])
 def test_scalar_codes_times_inputs_serial_and_parallel_alike(bits):
-    """k-means codes (8 entries padded to a register's 16, 16 in a register, 512 by
-    gathers in 16-bit codes) over 203 inputs (12 groups of 16 and a tail of 11), 70 rows
+    """k-means codes (8 entries padded to a register's 16, 16 in registers, 32 in two
+    sets of byte planes, 512 by gathers in 16-bit codes) over 203 inputs (12 groups of 16 and a tail of 11), 70 rows
     (a part chunk of rows): the serial and parallel kernels give the same bits, from the
     bias, close to float64; a NaN input reaches every row of its input only."""
     r = np.random.default_rng(bits)

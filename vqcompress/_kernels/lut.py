@@ -24,6 +24,7 @@ from .simd import (
     gather_set,
     gather_sum,
     permute_dot,
+    permute_dot32,
     permute_set,
     sum8,
 )
@@ -227,12 +228,16 @@ def lookup_batch_parallel(x, books, per_block, M, codes, bias, n_tasks):  # prag
 def _scalar_rows(x, codes, book, out, r0, r1):  # pragma: no cover - compiled
     B, n_in = x.shape
     full = n_in // LANES
-    in_register = book.shape[0] == LANES
+    entries = book.shape[0]
     for o in range(r0, r1):
         c = codes[o]
         for b in range(B):
-            s = (permute_dot(book, c, x[b], full) if in_register
-                 else gather_dot(book, c, x[b], full))
+            if entries == LANES:
+                s = permute_dot(book, c, x[b], full)
+            elif entries == 2 * LANES:
+                s = permute_dot32(book, c, x[b], full)
+            else:
+                s = gather_dot(book, c, x[b], full)
             for i in range(full * LANES, n_in):
                 s += book[c[i]] * x[b, i]
             out[b, o] += s
@@ -250,7 +255,8 @@ def scalar_dot(x, codes, codebook, bias):  # pragma: no cover - compiled
 def scalar_dot_parallel(x, codes, codebook, bias):  # pragma: no cover - compiled
     """Scalar (k-means) codes: out[b, o] = bias[o] + sum_i codebook[codes[o, i]] * x[b, i],
     each row's codes decoded LANES at a time in registers and multiplied into running
-    vectors (simd.permute_dot for codebooks of up to LANES entries, gather_dot for larger),
+    vectors (simd.permute_dot for codebooks of up to LANES entries, permute_dot32 up to
+    2 * LANES, gather_dot for larger),
     in a fixed order, then the inputs past the last whole LANES one by one; no dense row is
     written.  x : (B, n_in) float32; codes : (rows, n_in) uint8/uint16, C-contiguous;
     codebook : (K,) float32; bias : (rows,) or (0,) float32; returns out (B, rows)."""
@@ -452,11 +458,13 @@ def _decode_scalar_row(codes, codebook, out):  # pragma: no cover - compiled
 
 @njit(cache=True)
 def _register_codebook(codebook):  # pragma: no cover - compiled
-    """A codebook of at most LANES entries padded to LANES (never picked), else itself."""
-    if codebook.shape[0] > LANES:
+    """A codebook of at most LANES (or 2 * LANES) entries padded to that many (never
+    picked), else itself."""
+    K = codebook.shape[0]
+    if K > 2 * LANES or K in (LANES, 2 * LANES):
         return codebook
-    padded = np.zeros(LANES, dtype=np.float32)
-    padded[:codebook.shape[0]] = codebook
+    padded = np.zeros(LANES if K < LANES else 2 * LANES, dtype=np.float32)
+    padded[:K] = codebook
     return padded
 
 

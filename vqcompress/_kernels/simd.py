@@ -20,7 +20,7 @@ machine, 22.0 us with AVX2 on an AMD EPYC where the gather took 43.5
 
 ``permute_dot(table, codes, x, n)`` and ``gather_dot`` decode groups of ``LANES`` scalar
 codes the same two ways (with AVX2 and 8-bit codes, permute_dot picks each float's four
-bytes by ``vpshufb`` instead) and multiply them into running sums with an input,
+bytes by ``vpshufb`` instead, and permute_dot32 so from a table of 32) and multiply them into running sums with an input,
 returning the dot product of a row of k-means codes with it (``lut.scalar_dot``); no
 decoded row is stored.
 
@@ -213,15 +213,16 @@ def permute_set(typingctx, dst, table, codes):
     return types.void(dst, table, codes), codegen
 
 
-def _byte_planes(builder, tab_a):
-    """A 16-float table as four <32 x i8> vectors: vector k holds byte k of each entry, in
-    both 128-bit halves, for ``vpshufb`` to pick by 16 codes per half."""
+def _byte_planes(builder, tab_a, entries):
+    """A table of 16 or 32 floats as <32 x i8> vectors, four per 16 entries: vector k of
+    the h-th sixteen holds byte k of entries 16h .. 16h+15, in both 128-bit halves, for
+    ``vpshufb`` to pick by 16 codes per half."""
     i8, i32 = ir.IntType(8), ir.IntType(32)
-    t = builder.load(builder.inttoptr(tab_a, ir.PointerType()), typ=ir.VectorType(i8, 64),
-                     align=4)
+    t = builder.load(builder.inttoptr(tab_a, ir.PointerType()),
+                     typ=ir.VectorType(i8, 4 * entries), align=4)
     return [builder.shuffle_vector(t, t, ir.Constant(ir.VectorType(i32, 32),
-                                                     [4 * e + k for e in range(16)] * 2))
-            for k in range(4)]
+                                                     [4 * (16 * h + e) + k for e in range(16)] * 2))
+            for h in range(entries // 16) for k in range(4)]
 
 
 def _interleave(builder, a, b, width, high):
@@ -237,7 +238,8 @@ def _interleave(builder, a, b, width, high):
 
 
 def _plane_floats(builder, planes, cod_a):
-    """32 uint8 codes from cod_a decoded from the byte planes (``vpshufb`` per plane, then
+    """32 uint8 codes from cod_a decoded from the byte planes (``vpshufb`` per plane, for
+    32 entries each code's pick from the upper planes kept where it is 16 or more, then
     bytes and words interleaved): four <8 x float>, the q-th holding codes 4q .. 4q+3 and
     16+4q .. 16+4q+3 (the order x86's unpacks leave them in)."""
     f32, i8 = ir.FloatType(), ir.IntType(8)
@@ -245,7 +247,11 @@ def _plane_floats(builder, planes, cod_a):
     pshufb = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v32b, [v32b, v32b]),
                                             "llvm.x86.avx2.pshuf.b")
     c = builder.load(builder.inttoptr(cod_a, ir.PointerType()), typ=v32b, align=1)
-    b = [builder.call(pshufb, [p, c]) for p in planes]
+    b = [builder.call(pshufb, [p, c]) for p in planes[:4]]  # from entries 0-15
+    if len(planes) == 8:  # codes 16-31 take entries 16-31's planes (vpshufb reads 4 bits)
+        upper = builder.icmp_unsigned(">", c, ir.Constant(v32b, [15] * 32))
+        b = [builder.select(upper, builder.call(pshufb, [p, c]), lo)
+             for p, lo in zip(planes[4:], b)]
     words = [_interleave(builder, b[k], b[k + 1], 8, high) for high in (False, True)
              for k in (0, 2)]  # bytes 0-1 and 2-3 of codes 0-7, then of codes 8-15
     return [builder.bitcast(_interleave(builder, words[2 * j], words[2 * j + 1], 16, high),
@@ -267,7 +273,10 @@ def _plane_products(builder, planes, cod_a, x_a, acc):
         builder.store(builder.call(fma, [w, xv, builder.load(acc[q])]), acc[q])
 
 
-def _picked_dot(register):
+def _picked_dot(entries):
+    """permute_dot (``entries`` 16 or 32: the table's size) or gather_dot (None)."""
+    register = entries is not None
+
     @intrinsic
     def picked_dot(typingctx, table, codes, x, n):
         if not (_f32_arrays(table, x) and _codes_type(codes) and isinstance(n, types.Integer)):
@@ -287,7 +296,7 @@ def _picked_dot(register):
 
             def group(i, a):  # weights i*LANES .. +LANES-1, decoded, times x, into a
                 w = _pick(builder, tab_a, builder.add(cod_a, builder.mul(
-                    i, ir.Constant(i64, LANES * bits // 8))), bits, isa, register)
+                    i, ir.Constant(i64, LANES * bits // 8))), bits, isa, entries == LANES)
                 xv = builder.load(_vec_ptr(builder, x_a, builder.mul(i, ir.Constant(i64, 4 * LANES))),
                                   typ=vf, align=4)
                 builder.store(builder.call(fma, [w, xv, builder.load(a)]), a)
@@ -296,7 +305,7 @@ def _picked_dot(register):
             with cgutils.for_range(builder, builder.udiv(n, two)) as g:
                 i = builder.mul(g.index, two)
                 if register and isa == "avx2" and bits == 8:
-                    planes = _byte_planes(builder, tab_a)  # loop-invariant: LLVM hoists it
+                    planes = _byte_planes(builder, tab_a, entries)  # LLVM hoists it
                     _plane_products(builder, planes, builder.add(cod_a, builder.mul(i, ir.Constant(i64, LANES))),
                                     builder.add(x_a, builder.mul(i, ir.Constant(i64, 4 * LANES))), acc8)
                 else:
@@ -322,20 +331,23 @@ def _picked_dot(register):
     return picked_dot
 
 
-# permute_dot(table, codes, x, n) / gather_dot: the sum over i < n*LANES of table[codes[i]]
-# * x[i], a row of scalar codes times an input with no dense row written: permute_dot for
-# tables of LANES floats (codebooks of up to LANES entries, padded), gather_dot for larger
-# ones.  Groups of LANES weights are decoded as permute_set / gather_set decode them and
-# multiplied by fused multiply-adds into one of two running vectors (even groups into the
-# first, odd into the second, two chains in flight).  With AVX2 and 8-bit codes,
-# permute_dot decodes pairs of groups from the table's byte planes instead (_plane_products:
-# 12 in-lane shuffles per 32 codes where permute_set's vpermps, slow on AMD Zen 3, takes
-# four per 16) into four 8-float running vectors, an odd last group as above.  At the end
+# permute_dot(table, codes, x, n) / permute_dot32 / gather_dot: the sum over i < n*LANES
+# of table[codes[i]] * x[i], a row of scalar codes times an input with no dense row
+# written: permute_dot for tables of LANES floats, permute_dot32 for 2 * LANES (codebooks
+# of up to 16 or 32 entries, padded), gather_dot for larger ones.  Groups of LANES
+# weights are decoded as permute_set (permute_dot) or gather_set (the others) decode them
+# and multiplied by fused multiply-adds into one of two running vectors (even groups into
+# the first, odd into the second, two chains in flight).  With AVX2 and 8-bit codes, the
+# permute_dots decode pairs of groups from the table's byte planes instead
+# (_plane_products: 12 in-lane shuffles per 32 codes from 16 entries, 20 and a blend per
+# plane from 32, where permute_set's vpermps, slow on AMD Zen 3, takes four per 16) into
+# four 8-float running vectors, an odd last group as above.  At the end
 # the running vectors are added and their lanes summed pairwise (l and l + 8, then l and
 # l + 4, ...): a fixed order for a given CPU, the same wherever the call is made.  table,
 # x float32; codes uint8/uint16; n * LANES elements of codes and x from their start.
-permute_dot = _picked_dot(True)
-gather_dot = _picked_dot(False)
+permute_dot = _picked_dot(LANES)
+permute_dot32 = _picked_dot(2 * LANES)
+gather_dot = _picked_dot(None)
 
 
 def _sum8_codegen(context, builder, sig, args):
