@@ -296,6 +296,28 @@ def test_gather_sum_matches_naive(rng, monkeypatch, isa, dtype, K):
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2", ""])
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_permute_set32_matches_indexing(rng, monkeypatch, isa, dtype):
+    """32 codes from a 32-float table: from its byte planes (AVX2, 8-bit codes), else two
+    gathers; every float's bits come back as they were (negative zero, a NaN payload)."""
+    _compile_for(monkeypatch, isa)
+    table = rng.normal(size=36).astype(np.float32)  # only the first 32 can be picked
+    table[3] = -0.0
+    table[20:21].view(np.uint32)[0] = 0x7FC01234
+    codes = rng.integers(0, 32, size=33).astype(dtype)
+    codes[:32] = rng.permutation(32)  # every entry once
+    dst = np.full(33, 7.0, np.float32)
+
+    @numba.njit  # compiled here, after the patch
+    def run(dst, table, codes):
+        simd.permute_set32(dst, table, codes)
+    run(dst, table, codes)
+    np.testing.assert_array_equal(dst[:32].view(np.uint32),
+                                  table[codes[:32].astype(np.int64)].view(np.uint32))
+    assert dst[32] == 7.0
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", ""])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 def test_permute_set_matches_indexing(rng, monkeypatch, isa, dtype):
     """The in-register lookup, as one 16-float vpermps, as two 8-float ones per half and
     as the gather it falls back to elsewhere."""

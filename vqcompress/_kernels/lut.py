@@ -26,6 +26,7 @@ from .simd import (
     permute_dot,
     permute_dot32,
     permute_set,
+    permute_set32,
     sum8,
 )
 
@@ -449,8 +450,13 @@ def _decode_scalar_row(codes, codebook, out):  # pragma: no cover - compiled
     if codebook.shape[0] == LANES:  # the whole codebook in one register
         for i in range(0, full, LANES):
             permute_set(out[i:], codebook, codes[i:])
-    else:  # LANES codes at a time, as one gather
-        for i in range(0, full, LANES):
+    else:
+        start = 0
+        if codebook.shape[0] == 2 * LANES:  # 2 * LANES codes at a time, in registers
+            start = n_in - n_in % (2 * LANES)
+            for i in range(0, start, 2 * LANES):
+                permute_set32(out[i:], codebook, codes[i:])
+        for i in range(start, full, LANES):  # LANES codes at a time, as one gather
             gather_set(out[i:], codebook, codes[i:])
     for i in range(full, n_in):
         out[i] = codebook[codes[i]]
@@ -480,7 +486,8 @@ def decode_scalar_rows(codes, codebook, out):  # pragma: no cover - compiled
 def decode_scalar_rows_parallel(codes, codebook, out):  # pragma: no cover - compiled
     """out[o, i] = codebook[codes[o, i]] into a caller buffer (r, n_in) float32; codes
     C-contiguous rows.  A codebook of up to LANES entries is held in one register and
-    indexed there (simd.permute_set), a larger one read by gathers."""
+    indexed there (simd.permute_set), one of up to 2 * LANES in registers too
+    (simd.permute_set32), a larger one read by gathers."""
     book = _register_codebook(codebook)
     for o in prange(codes.shape[0]):
         _decode_scalar_row(codes[o], book, out[o])

@@ -259,6 +259,36 @@ def _plane_floats(builder, planes, cod_a):
             for j in range(2) for high in (False, True)]
 
 
+@intrinsic
+def permute_set32(typingctx, dst, table, codes):
+    """dst[l] = table[codes[l]] for l < 2 * LANES, every code below 2 * LANES, from a
+    table of 2 * LANES floats: with AVX2 and uint8 codes from its byte planes (as
+    permute_dot32 decodes them, the 128-bit halves then put back in order), elsewhere as
+    two gathers of LANES."""
+    if not (_f32_arrays(dst, table) and _codes_type(codes)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        dst_a, tab_a, cod_a = (_address(context, builder, t, v) for t, v in zip(sig.args, args))
+        bits = sig.args[2].dtype.bitwidth
+        if _isa(context) == "avx2" and bits == 8:
+            f = _plane_floats(builder, _byte_planes(builder, tab_a, 2 * LANES), cod_a)
+            for k, (a, b, high) in enumerate(((0, 1, 0), (2, 3, 0), (0, 1, 1), (2, 3, 1))):
+                idx = [4 * high + i for i in range(4)] + [8 + 4 * high + i for i in range(4)]
+                v = builder.shuffle_vector(f[a], f[b], ir.Constant(ir.VectorType(i32, 8), idx))
+                builder.store(v, _vec_ptr(builder, dst_a, ir.Constant(i64, 32 * k)), align=4)
+        else:
+            for h in range(2):
+                got = _gather_vector(builder, tab_a, builder.add(
+                    cod_a, ir.Constant(i64, LANES * bits // 8 * h)), bits)
+                builder.store(got, _vec_ptr(builder, dst_a, ir.Constant(i64, 4 * LANES * h)),
+                              align=4)
+        return context.get_dummy_value()
+
+    return types.void(dst, table, codes), codegen
+
+
 def _plane_products(builder, planes, cod_a, x_a, acc):
     """32 uint8 codes decoded by _plane_floats and multiplied into acc, four <8 x float>
     running sums, each with the inputs of its codes (loaded four at a time)."""
