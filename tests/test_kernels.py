@@ -296,24 +296,43 @@ def test_gather_sum_matches_naive(rng, monkeypatch, isa, dtype, K):
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2", ""])
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
-def test_permute_set32_matches_indexing(rng, monkeypatch, isa, dtype):
-    """32 codes from a 32-float table: from its byte planes (AVX2, 8-bit codes), else two
-    gathers; every float's bits come back as they were (negative zero, a NaN payload)."""
+@pytest.mark.parametrize("K", [16, 32])
+def test_permute_set_pairs_match_indexing(rng, monkeypatch, isa, dtype, K):
+    """Pairs of 16 codes from a 16- or 32-float table (permute_set2, permute_set32): from
+    its byte planes (AVX2, 8-bit codes), else two picks per pair; three pairs, every
+    float's bits as they were (negative zero, a NaN payload), nothing past them written."""
     _compile_for(monkeypatch, isa)
-    table = rng.normal(size=36).astype(np.float32)  # only the first 32 can be picked
+    table = rng.normal(size=K + 4).astype(np.float32)  # only the first K can be picked
     table[3] = -0.0
-    table[20:21].view(np.uint32)[0] = 0x7FC01234
-    codes = rng.integers(0, 32, size=33).astype(dtype)
-    codes[:32] = rng.permutation(32)  # every entry once
-    dst = np.full(33, 7.0, np.float32)
+    table[K - 5:K - 4].view(np.uint32)[0] = 0x7FC01234
+    codes = rng.integers(0, K, size=97).astype(dtype)
+    codes[:K] = rng.permutation(K)  # every entry at least once
+    dst = np.full(97, 7.0, np.float32)
 
     @numba.njit  # compiled here, after the patch
-    def run(dst, table, codes):
-        simd.permute_set32(dst, table, codes)
-    run(dst, table, codes)
-    np.testing.assert_array_equal(dst[:32].view(np.uint32),
-                                  table[codes[:32].astype(np.int64)].view(np.uint32))
-    assert dst[32] == 7.0
+    def run(dst, table, codes, n):
+        if table.shape[0] == 20:
+            simd.permute_set2(dst, table, codes, n)
+        else:
+            simd.permute_set32(dst, table, codes, n)
+    run(dst, table, codes, 3)
+    np.testing.assert_array_equal(dst[:96].view(np.uint32),
+                                  table[codes[:96].astype(np.int64)].view(np.uint32))
+    assert dst[96] == 7.0
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5])
+def test_dot_matches_float64(rng, n):
+    """Two float32 rows' dot product over n groups of 16, nothing past them read."""
+    @numba.njit
+    def run(a, x, n):
+        return simd.dot(a, x, n)
+
+    a, x = (rng.normal(size=16 * n + 3).astype(np.float32) for _ in range(2))
+    a[16 * n:] = np.nan
+    got = run(a, x, n)
+    prods = a[:16 * n].astype(np.float64) * x[:16 * n]
+    assert abs(got - prods.sum()) <= 1e-6 * (np.abs(prods).sum() + 1e-30)
 
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2", ""])

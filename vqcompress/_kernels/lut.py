@@ -15,6 +15,7 @@ from .simd import (
     BATCH,
     LANES,
     copy8,
+    dot,
     dot_table1,
     dot_table4,
     dot_table_batch,
@@ -26,6 +27,7 @@ from .simd import (
     permute_dot,
     permute_dot32,
     permute_set,
+    permute_set2,
     permute_set32,
     sum8,
 )
@@ -227,9 +229,22 @@ def lookup_batch_parallel(x, books, per_block, M, codes, bias, n_tasks):  # prag
 
 @njit(cache=True, inline="never")
 def _scalar_rows(x, codes, book, out, r0, r1):  # pragma: no cover - compiled
+    """Rows r0 .. r1-1 of scalar_dot: for one input, each row's codes decoded and
+    multiplied in registers; for more, each row decoded once into a buffer that stays in
+    L1, then multiplied by every input (simd.dot), in the same order of sums."""
     B, n_in = x.shape
     full = n_in // LANES
     entries = book.shape[0]
+    if B > 1:
+        row = np.empty(n_in, dtype=np.float32)
+        for o in range(r0, r1):
+            _decode_scalar_row(codes[o], book, row)
+            for b in range(B):
+                s = dot(row, x[b], full)
+                for i in range(full * LANES, n_in):
+                    s += row[i] * x[b, i]
+                out[b, o] += s
+        return
     for o in range(r0, r1):
         c = codes[o]
         for b in range(B):
@@ -447,15 +462,17 @@ def decode_block_rows_parallel(codes, books, M, rows, n_in, out):  # pragma: no 
 def _decode_scalar_row(codes, codebook, out):  # pragma: no cover - compiled
     n_in = codes.shape[0]
     full = n_in - n_in % LANES
-    if codebook.shape[0] == LANES:  # the whole codebook in one register
-        for i in range(0, full, LANES):
+    pairs = n_in - n_in % (2 * LANES)
+    K = codebook.shape[0]
+    if K == LANES:  # the whole codebook in registers, 2 * LANES codes at a time
+        permute_set2(out, codebook, codes, pairs // (2 * LANES))
+        for i in range(pairs, full, LANES):
             permute_set(out[i:], codebook, codes[i:])
     else:
         start = 0
-        if codebook.shape[0] == 2 * LANES:  # 2 * LANES codes at a time, in registers
-            start = n_in - n_in % (2 * LANES)
-            for i in range(0, start, 2 * LANES):
-                permute_set32(out[i:], codebook, codes[i:])
+        if K == 2 * LANES:  # in registers too
+            start = pairs
+            permute_set32(out, codebook, codes, pairs // (2 * LANES))
         for i in range(start, full, LANES):  # LANES codes at a time, as one gather
             gather_set(out[i:], codebook, codes[i:])
     for i in range(full, n_in):

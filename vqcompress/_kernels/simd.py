@@ -16,13 +16,17 @@ is missing or, by its cost model, slow).
 eight codes pick from both and a compare keeps the right one; elsewhere it is the gather.
 Decoding one 256x384 tile of 4-bit k-means codes takes 30.2 us this way on an AVX-512
 machine, 22.0 us with AVX2 on an AMD EPYC where the gather took 43.5
-(benchmarks/bench_kernel_parts.py).
+(benchmarks/bench_kernel_parts.py).  ``permute_set2(dst, table, codes, n)`` and
+``permute_set32`` decode n pairs of ``LANES`` codes from a table of 16 or 32 floats: with
+AVX2 and 8-bit codes from the table's byte planes, built once (each float's four bytes
+picked by ``vpshufb``, in-lane shuffles, where ``vpermps`` crosses lanes and is slow on
+AMD Zen 3), elsewhere as permute_set / gather_set do.
 
-``permute_dot(table, codes, x, n)`` and ``gather_dot`` decode groups of ``LANES`` scalar
-codes the same two ways (with AVX2 and 8-bit codes, permute_dot picks each float's four
-bytes by ``vpshufb`` instead, and permute_dot32 so from a table of 32) and multiply them into running sums with an input,
-returning the dot product of a row of k-means codes with it (``lut.scalar_dot``); no
-decoded row is stored.
+``permute_dot(table, codes, x, n)``, ``permute_dot32`` and ``gather_dot`` decode groups of
+scalar codes the same ways and multiply them into running sums with an input, returning
+the dot product of a row of k-means codes with it (``lut.scalar_dot`` at batch 1); no
+decoded row is stored.  ``dot(a, x, n)`` is the same sum for a decoded row (at larger
+batches a row is decoded once and multiplied by every input).
 
 Numba caches a kernel with the file that defines it (lut.py, say), keyed to that file's
 time stamp only: after editing this file, delete the callers' ``__pycache__/*.nb?`` files,
@@ -259,34 +263,48 @@ def _plane_floats(builder, planes, cod_a):
             for j in range(2) for high in (False, True)]
 
 
-@intrinsic
-def permute_set32(typingctx, dst, table, codes):
-    """dst[l] = table[codes[l]] for l < 2 * LANES, every code below 2 * LANES, from a
-    table of 2 * LANES floats: with AVX2 and uint8 codes from its byte planes (as
-    permute_dot32 decodes them, the 128-bit halves then put back in order), elsewhere as
-    two gathers of LANES."""
-    if not (_f32_arrays(dst, table) and _codes_type(codes)):
-        return None
+def _plane_set(entries):
+    @intrinsic
+    def plane_set(typingctx, dst, table, codes, n):
+        if not (_f32_arrays(dst, table) and _codes_type(codes) and isinstance(n, types.Integer)):
+            return None
 
-    def codegen(context, builder, sig, args):
-        i32, i64 = ir.IntType(32), ir.IntType(64)
-        dst_a, tab_a, cod_a = (_address(context, builder, t, v) for t, v in zip(sig.args, args))
-        bits = sig.args[2].dtype.bitwidth
-        if _isa(context) == "avx2" and bits == 8:
-            f = _plane_floats(builder, _byte_planes(builder, tab_a, 2 * LANES), cod_a)
-            for k, (a, b, high) in enumerate(((0, 1, 0), (2, 3, 0), (0, 1, 1), (2, 3, 1))):
-                idx = [4 * high + i for i in range(4)] + [8 + 4 * high + i for i in range(4)]
-                v = builder.shuffle_vector(f[a], f[b], ir.Constant(ir.VectorType(i32, 8), idx))
-                builder.store(v, _vec_ptr(builder, dst_a, ir.Constant(i64, 32 * k)), align=4)
-        else:
-            for h in range(2):
-                got = _gather_vector(builder, tab_a, builder.add(
-                    cod_a, ir.Constant(i64, LANES * bits // 8 * h)), bits)
-                builder.store(got, _vec_ptr(builder, dst_a, ir.Constant(i64, 4 * LANES * h)),
-                              align=4)
-        return context.get_dummy_value()
+        def codegen(context, builder, sig, args):
+            i32, i64 = ir.IntType(32), ir.IntType(64)
+            dst_a, tab_a, cod_a = (_address(context, builder, t, v)
+                                   for t, v in zip(sig.args[:3], args[:3]))
+            n = context.cast(builder, args[3], sig.args[3], types.int64)
+            bits, isa = sig.args[2].dtype.bitwidth, _isa(context)
+            planes = _byte_planes(builder, tab_a, entries) if isa == "avx2" and bits == 8 else None
+            with cgutils.for_range(builder, n) as p:  # codes 32p .. 32p+31
+                out = builder.add(dst_a, builder.mul(p.index, ir.Constant(i64, 8 * LANES)))
+                cod = builder.add(cod_a, builder.mul(p.index, ir.Constant(i64, 2 * LANES * bits // 8)))
+                if planes is not None:
+                    f = _plane_floats(builder, planes, cod)
+                    for k, (a, b, high) in enumerate(((0, 1, 0), (2, 3, 0), (0, 1, 1), (2, 3, 1))):
+                        idx = [4 * high + i for i in range(4)] + [8 + 4 * high + i for i in range(4)]
+                        v = builder.shuffle_vector(f[a], f[b], ir.Constant(ir.VectorType(i32, 8), idx))
+                        builder.store(v, _vec_ptr(builder, out, ir.Constant(i64, 32 * k)), align=4)
+                else:
+                    for h in range(2):
+                        got = _pick(builder, tab_a, builder.add(
+                            cod, ir.Constant(i64, LANES * bits // 8 * h)), bits, isa,
+                            entries == LANES)
+                        builder.store(got, _vec_ptr(builder, out, ir.Constant(i64, 4 * LANES * h)),
+                                      align=4)
+            return context.get_dummy_value()
 
-    return types.void(dst, table, codes), codegen
+        return types.void(dst, table, codes, n), codegen
+    return plane_set
+
+
+# permute_set2(dst, table, codes, n) / permute_set32: dst[l] = table[codes[l]] for l < n
+# * 2 * LANES, every code below the table's size, LANES or 2 * LANES floats: with AVX2 and
+# uint8 codes from its byte planes, built once (as the permute_dots decode them, each
+# pair's 128-bit halves then put back in order), elsewhere as two permute_set picks
+# (LANES) or two gathers (2 * LANES) per pair.
+permute_set2 = _plane_set(LANES)
+permute_set32 = _plane_set(2 * LANES)
 
 
 def _plane_products(builder, planes, cod_a, x_a, acc):
@@ -313,7 +331,7 @@ def _picked_dot(entries):
             return None
 
         def codegen(context, builder, sig, args):
-            f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+            f32, i64 = ir.FloatType(), ir.IntType(64)
             vf, v8f = ir.VectorType(f32, LANES), ir.VectorType(f32, 8)
             tab_a, cod_a, x_a = (_address(context, builder, t, v)
                                  for t, v in zip(sig.args[:3], args[:3]))
@@ -344,21 +362,65 @@ def _picked_dot(entries):
             with builder.if_then(builder.icmp_unsigned("!=", builder.urem(n, two),
                                                        ir.Constant(i64, 0))):
                 group(builder.sub(n, ir.Constant(i64, 1)), acc[0])
-            v = builder.fadd(builder.load(acc[0]), builder.load(acc[1]))
-            h = LANES // 2
-            while h:  # lanes l and l + h added, halving to one lane
-                half = ir.VectorType(i32, h)
-                v = builder.fadd(builder.shuffle_vector(v, v, ir.Constant(half, list(range(h)))),
-                                 builder.shuffle_vector(v, v, ir.Constant(half, list(range(h, 2 * h)))))
-                if h == 8:  # the byte planes' four sums (zeros on the other paths)
-                    v = builder.fadd(v, builder.fadd(
-                        builder.fadd(builder.load(acc8[0]), builder.load(acc8[1])),
-                        builder.fadd(builder.load(acc8[2]), builder.load(acc8[3]))))
-                h //= 2
-            return builder.extract_element(v, ir.Constant(i32, 0))
+            planes = builder.fadd(  # the byte planes' four sums (zeros on the other paths)
+                builder.fadd(builder.load(acc8[0]), builder.load(acc8[1])),
+                builder.fadd(builder.load(acc8[2]), builder.load(acc8[3])))
+            return _halving_sum(builder, builder.fadd(builder.load(acc[0]), builder.load(acc[1])),
+                                planes)
 
         return types.float32(table, codes, x, n), codegen
     return picked_dot
+
+
+def _halving_sum(builder, v, extra=None):
+    """The LANES floats of v summed pairwise, l and l + 8, then l and l + 4, ... (``extra``,
+    8 floats, added after the first halving): one float, in a fixed order."""
+    i32 = ir.IntType(32)
+    h = LANES // 2
+    while h:
+        half = ir.VectorType(i32, h)
+        v = builder.fadd(builder.shuffle_vector(v, v, ir.Constant(half, list(range(h)))),
+                         builder.shuffle_vector(v, v, ir.Constant(half, list(range(h, 2 * h)))))
+        if h == 8 and extra is not None:
+            v = builder.fadd(v, extra)
+        h //= 2
+    return builder.extract_element(v, ir.Constant(i32, 0))
+
+
+@intrinsic
+def dot(typingctx, a, x, n):
+    """The sum over i < n*LANES of a[i] * x[i]: groups of LANES multiplied by fused
+    multiply-adds into two running vectors (even groups, odd groups), added, then their
+    lanes summed as permute_dot sums them.  a, x float32 (n * LANES from their start)."""
+    if not (_f32_arrays(a, x) and isinstance(n, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        f32, i64 = ir.FloatType(), ir.IntType(64)
+        vf = ir.VectorType(f32, LANES)
+        a_a, x_a = (_address(context, builder, t, v) for t, v in zip(sig.args[:2], args[:2]))
+        n = context.cast(builder, args[2], sig.args[2], types.int64)
+        fma = _fma(builder, vf)
+        acc = [cgutils.alloca_once_value(builder, ir.Constant(vf, [0.0] * LANES))
+               for _ in range(2)]
+
+        def group(i, acc):
+            at = builder.mul(i, ir.Constant(i64, 4 * LANES))
+            w, xv = (builder.load(_vec_ptr(builder, base, at), typ=vf, align=4)
+                     for base in (a_a, x_a))
+            builder.store(builder.call(fma, [w, xv, builder.load(acc)]), acc)
+
+        two = ir.Constant(i64, 2)
+        with cgutils.for_range(builder, builder.udiv(n, two)) as g:
+            i = builder.mul(g.index, two)
+            group(i, acc[0])
+            group(builder.add(i, ir.Constant(i64, 1)), acc[1])
+        with builder.if_then(builder.icmp_unsigned("!=", builder.urem(n, two),
+                                                   ir.Constant(i64, 0))):
+            group(builder.sub(n, ir.Constant(i64, 1)), acc[0])
+        return _halving_sum(builder, builder.fadd(builder.load(acc[0]), builder.load(acc[1])))
+
+    return types.float32(a, x, n), codegen
 
 
 # permute_dot(table, codes, x, n) / permute_dot32 / gather_dot: the sum over i < n*LANES
