@@ -271,11 +271,12 @@ def scalar_dot(x, codes, codebook, bias):  # pragma: no cover - compiled
 def scalar_dot_parallel(x, codes, codebook, bias):  # pragma: no cover - compiled
     """Scalar (k-means) codes: out[b, o] = bias[o] + sum_i codebook[codes[o, i]] * x[b, i],
     each row's codes decoded LANES at a time in registers and multiplied into running
-    vectors (simd.permute_dot for codebooks of up to LANES entries, permute_dot32 up to
-    2 * LANES, gather_dot for larger),
-    in a fixed order, then the inputs past the last whole LANES one by one; no dense row is
-    written.  x : (B, n_in) float32; codes : (rows, n_in) uint8/uint16, C-contiguous;
-    codebook : (K,) float32; bias : (rows,) or (0,) float32; returns out (B, rows)."""
+    vectors in a fixed order (simd.permute_dot for codebooks of up to LANES entries,
+    permute_dot32 up to 2 * LANES, gather_dot for larger; for more than one input, the
+    row decoded once into a buffer and simd.dot per input), then the inputs past the last
+    whole LANES one by one; no dense matrix is written.  x : (B, n_in) float32; codes :
+    (rows, n_in) uint8/uint16, C-contiguous; codebook : (K,) float32; bias : (rows,) or
+    (0,) float32; returns out (B, rows)."""
     rows = codes.shape[0]
     out = _outputs(x.shape[0], rows, bias)
     book = _register_codebook(codebook)

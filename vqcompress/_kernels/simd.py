@@ -349,9 +349,7 @@ def _picked_dot(entries):
                                   typ=vf, align=4)
                 builder.store(builder.call(fma, [w, xv, builder.load(a)]), a)
 
-            two = ir.Constant(i64, 2)
-            with cgutils.for_range(builder, builder.udiv(n, two)) as g:
-                i = builder.mul(g.index, two)
+            def pair(i):  # groups i and i + 1
                 if register and isa == "avx2" and bits == 8:
                     planes = _byte_planes(builder, tab_a, entries)  # LLVM hoists it
                     _plane_products(builder, planes, builder.add(cod_a, builder.mul(i, ir.Constant(i64, LANES))),
@@ -359,9 +357,8 @@ def _picked_dot(entries):
                 else:
                     group(i, acc[0])
                     group(builder.add(i, ir.Constant(i64, 1)), acc[1])
-            with builder.if_then(builder.icmp_unsigned("!=", builder.urem(n, two),
-                                                       ir.Constant(i64, 0))):
-                group(builder.sub(n, ir.Constant(i64, 1)), acc[0])
+
+            _in_pairs(builder, n, pair, lambda i: group(i, acc[0]))
             planes = builder.fadd(  # the byte planes' four sums (zeros on the other paths)
                 builder.fadd(builder.load(acc8[0]), builder.load(acc8[1])),
                 builder.fadd(builder.load(acc8[2]), builder.load(acc8[3])))
@@ -370,6 +367,17 @@ def _picked_dot(entries):
 
         return types.float32(table, codes, x, n), codegen
     return picked_dot
+
+
+def _in_pairs(builder, n, pair, last):
+    """Code for groups 0 .. n-1 (n an i64 value): ``pair(i)`` for i = 0, 2, 4, ..., then
+    ``last(n - 1)`` when n is odd."""
+    i64 = ir.IntType(64)
+    two = ir.Constant(i64, 2)
+    with cgutils.for_range(builder, builder.udiv(n, two)) as g:
+        pair(builder.mul(g.index, two))
+    with builder.if_then(builder.icmp_unsigned("!=", builder.urem(n, two), ir.Constant(i64, 0))):
+        last(builder.sub(n, ir.Constant(i64, 1)))
 
 
 def _halving_sum(builder, v, extra=None):
@@ -410,14 +418,9 @@ def dot(typingctx, a, x, n):
                      for base in (a_a, x_a))
             builder.store(builder.call(fma, [w, xv, builder.load(acc)]), acc)
 
-        two = ir.Constant(i64, 2)
-        with cgutils.for_range(builder, builder.udiv(n, two)) as g:
-            i = builder.mul(g.index, two)
-            group(i, acc[0])
-            group(builder.add(i, ir.Constant(i64, 1)), acc[1])
-        with builder.if_then(builder.icmp_unsigned("!=", builder.urem(n, two),
-                                                   ir.Constant(i64, 0))):
-            group(builder.sub(n, ir.Constant(i64, 1)), acc[0])
+        _in_pairs(builder, n, lambda i: (group(i, acc[0]),
+                                         group(builder.add(i, ir.Constant(i64, 1)), acc[1])),
+                  lambda i: group(i, acc[0]))
         return _halving_sum(builder, builder.fadd(builder.load(acc[0]), builder.load(acc[1])))
 
     return types.float32(a, x, n), codegen
@@ -431,8 +434,8 @@ def dot(typingctx, a, x, n):
 # and multiplied by fused multiply-adds into one of two running vectors (even groups into
 # the first, odd into the second, two chains in flight).  With AVX2 and 8-bit codes, the
 # permute_dots decode pairs of groups from the table's byte planes instead
-# (_plane_products: 12 in-lane shuffles per 32 codes from 16 entries, 20 and a blend per
-# plane from 32, where permute_set's vpermps, slow on AMD Zen 3, takes four per 16) into
+# (_plane_products: 12 in-lane shuffles per 32 codes from 16 entries, from 32 four more
+# and four blends, where permute_set's vpermps, slow on AMD Zen 3, takes four per 16) into
 # four 8-float running vectors, an odd last group as above.  At the end
 # the running vectors are added and their lanes summed pairwise (l and l + 8, then l and
 # l + 4, ...): a fixed order for a given CPU, the same wherever the call is made.  table,

@@ -6,8 +6,9 @@
   row a sum of table entries picked by the codes; from BATCH_LOOKUP_FROM inputs on, each
   table entry holds the products of 8 inputs, so one vector add per code read serves
   them all;
-- scalar (k-means) codes: per output row, its codes decoded 16 at a time in registers
-  and multiplied into running sums with the input (no dense row is written);
+- scalar (k-means) codes: per output row, its codes decoded in registers (16 or 32 at a
+  time) and multiplied into running sums with the input; at batch 1 no decoded row is
+  stored, above it one row at a time, in L1, serves every input;
 - pruned codes, held as compressed sparse rows where that takes fewer bytes than every
   code (few weights kept): per output row, a gather over its kept entries (pruned
   weights are absent, so a NaN input reaches only the rows that keep a weight on it,
@@ -43,9 +44,9 @@ from ..errors import InputError
 # at 8x256) never ran tiled faster up to batch 64; below that (384x384, 384x1536) tiled
 # from 4-64.  RQ at 3 to 21 rows per entry (1536x384, 4096x4096, 11008x4096 at 2x8x256)
 # tiled from 32-64 (not up to 64 in one run), below 1 row per entry (384x384, 384x1536)
-# from 4 (32 in one run).  k-means, with its codes decoded in registers and multiplied
-# into the sums (lut.scalar_dot, byte planes with AVX2), from 8 on the MiniLM shapes (one
-# run; 4-8 before the byte planes, from 1 with the earlier kernel, bins per codeword).
+# from 4 (32 in one run).  k-means, its codes decoded in registers (lut.scalar_dot), from
+# 8 on the MiniLM shapes (8 or 16 on the others; runs T-V in docs/benchmarks.md), where
+# its earlier kernel, bins per codeword, lost from batch 1.
 # Pruned layers are held as sparse rows only where that takes fewer bytes than every code
 # (below about a fifth of the weights kept; LUTLinear's ``sparse``), and those keep their
 # gather, whose work scales with the kept weights: with 10% kept it beat the tiled path
