@@ -20,7 +20,8 @@ machine, 22.0 us with AVX2 on an AMD EPYC where the gather took 43.5
 ``permute_set32`` decode n pairs of ``LANES`` codes from a table of 16 or 32 floats: with
 AVX2 and 8-bit codes from the table's byte planes, built once (each float's four bytes
 picked by ``vpshufb``, in-lane shuffles, where ``vpermps`` crosses lanes and is slow on
-AMD Zen 3), elsewhere as permute_set / gather_set do.
+AMD Zen 3), elsewhere as permute_set / gather_set do: on the same EPYC the 256x384 tile
+then took 12.8-13.6 us (bench_kernel_parts.py --part 2, two runs).
 
 ``permute_dot(table, codes, x, n)``, ``permute_dot32`` and ``gather_dot`` decode groups of
 scalar codes the same ways and multiply them into running sums with an input, returning
