@@ -295,11 +295,18 @@ def _sparse_rows(x, xt, row_ptr, cols, codes, codebook, out, r0, r1):  # pragma:
     into one running sum per input."""
     B = x.shape[0]
     if B == 1:
+        x0 = x[0]
+        two = np.uint64(2)
         for o in range(r0, r1):
-            acc = np.float32(0.0)
-            for e in range(row_ptr[o], row_ptr[o + 1]):
-                acc += codebook[codes[e]] * x[0, cols[e]]
-            out[0, o] += acc
+            a0 = a1 = np.float32(0.0)
+            e0, e1 = row_ptr[o], row_ptr[o + 1]
+            for k in range((e1 - e0) // two):  # even entries into a0, odd into a1
+                e = e0 + two * np.uint64(k)
+                a0 += codebook[codes[e]] * x0[cols[e]]
+                a1 += codebook[codes[e + np.uint64(1)]] * x0[cols[e + np.uint64(1)]]
+            if (e1 - e0) % two:
+                a0 += codebook[codes[e1 - np.uint64(1)]] * x0[cols[e1 - np.uint64(1)]]
+            out[0, o] += a0 + a1
         return
     acc = np.empty(B, dtype=np.float32)
     for o in range(r0, r1):
@@ -339,8 +346,9 @@ def sparse_gather(x, row_ptr, cols, codes, codebook, bias):  # pragma: no cover 
 @njit(parallel=True, cache=True)
 def sparse_gather_parallel(x, row_ptr, cols, codes, codebook, bias):  # pragma: no cover
     """Sparse rows with codes: out[b, o] = bias[o] + sum_e codebook[codes[e]] * x[b, cols[e]]
-    over the entries e of row o, in order.  row_ptr : (rows+1,) int64; cols : (nnz,)
-    int32; codes : (nnz,); bias as scalar_dot_parallel takes it; returns out (B, rows)."""
+    over the entries e of row o, in order.  row_ptr : (rows+1,) uint64; cols : (nnz,)
+    uint32 (unsigned: no negative-index wraparound in the loop); codes : (nnz,); bias as
+    scalar_dot_parallel takes it; returns out (B, rows)."""
     rows = row_ptr.shape[0] - 1
     out = _outputs(x.shape[0], rows, bias)
     xt = _transposed(x)

@@ -256,9 +256,10 @@ class LUTLinear:
         elif self.kind == "sparse":
             dense_codes = tensor.codes.reshape(self.out_features, -1)
             rows, cols = np.nonzero(dense_codes)
+            # unsigned, so that the gather's indexing has no negative-index wraparound
             self.row_ptr = np.concatenate([[0], np.cumsum(np.bincount(
-                rows, minlength=self.out_features))]).astype(np.int64)
-            self.cols = cols.astype(np.int32)
+                rows, minlength=self.out_features))]).astype(np.uint64)
+            self.cols = cols.astype(np.uint32)
             self.codes = np.ascontiguousarray(dense_codes[rows, cols])
             self.codebook = np.ascontiguousarray(self.quantizer.codebook_, dtype=np.float32)
         else:  # uniform: decoded tile by tile
