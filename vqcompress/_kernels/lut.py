@@ -288,11 +288,11 @@ def scalar_dot_parallel(x, codes, codebook, bias):  # pragma: no cover - compile
 
 @njit(cache=True, inline="never")
 def _sparse_rows(x, xt, row_ptr, cols, codes, codebook, out, r0, r1):  # pragma: no cover
-    """Rows r0 .. r1-1 of sparse_gather, each row's sum per input in entry order.  One
-    input: its running sum in a register.  More: each entry's weight decoded once and
+    """Rows r0 .. r1-1 of sparse_gather.  One input: a row's even and odd entries summed
+    in two running sums (so that their adds overlap), added at the end.  More: each entry's weight decoded once and
     multiplied by every input's value at its column, read from the inputs transposed
     (``xt``, contiguous across the batch, so one entry's products are vector operations),
-    into one running sum per input."""
+    into one running sum per input, in entry order."""
     B = x.shape[0]
     if B == 1:
         x0 = x[0]
