@@ -234,7 +234,6 @@ def _scalar_rows(x, codes, book, out, r0, r1):  # pragma: no cover - compiled
     L1, then multiplied by every input (simd.dot), in the same order of sums."""
     B, n_in = x.shape
     full = n_in // LANES
-    entries = book.shape[0]
     if B > 1:
         row = np.empty(n_in, dtype=np.float32)
         for o in range(r0, r1):
@@ -245,6 +244,7 @@ def _scalar_rows(x, codes, book, out, r0, r1):  # pragma: no cover - compiled
                     s += row[i] * x[b, i]
                 out[b, o] += s
         return
+    entries = book.shape[0]
     for o in range(r0, r1):
         c = codes[o]
         for b in range(B):
@@ -289,10 +289,10 @@ def scalar_dot_parallel(x, codes, codebook, bias):  # pragma: no cover - compile
 @njit(cache=True, inline="never")
 def _sparse_rows(x, xt, row_ptr, cols, codes, codebook, out, r0, r1):  # pragma: no cover
     """Rows r0 .. r1-1 of sparse_gather.  One input: a row's even and odd entries summed
-    in two running sums (so that their adds overlap), added at the end.  More: each entry's weight decoded once and
-    multiplied by every input's value at its column, read from the inputs transposed
-    (``xt``, contiguous across the batch, so one entry's products are vector operations),
-    into one running sum per input, in entry order."""
+    in two running sums (so that their adds overlap), added at the end.  More: each
+    entry's weight decoded once and multiplied by every input's value at its column, read
+    from the inputs transposed (``xt``, contiguous across the batch, so one entry's
+    products are vector operations), into one running sum per input, in entry order."""
     B = x.shape[0]
     if B == 1:
         x0 = x[0]
@@ -511,9 +511,10 @@ def decode_scalar_rows(codes, codebook, out):  # pragma: no cover - compiled
 @njit(parallel=True, cache=True)
 def decode_scalar_rows_parallel(codes, codebook, out):  # pragma: no cover - compiled
     """out[o, i] = codebook[codes[o, i]] into a caller buffer (r, n_in) float32; codes
-    C-contiguous rows.  A codebook of up to LANES entries is held in one register and
-    indexed there (simd.permute_set), one of up to 2 * LANES in registers too
-    (simd.permute_set32), a larger one read by gathers."""
+    C-contiguous rows.  A codebook of up to LANES or 2 * LANES entries is held in
+    registers and indexed there, 2 * LANES codes at a time (simd.permute_set2,
+    permute_set32; a last LANES by permute_set or a gather), a larger one read by
+    gathers."""
     book = _register_codebook(codebook)
     for o in prange(codes.shape[0]):
         _decode_scalar_row(codes[o], book, out[o])

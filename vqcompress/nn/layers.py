@@ -171,8 +171,8 @@ def _as_input(x, n_in: int, name: str) -> tuple[np.ndarray, tuple | None]:
 
 
 def _csr_nbytes(codes: np.ndarray) -> int:
-    """Bytes of (rows, n) codes held as compressed sparse rows of their nonzero codes:
-    row starts (int64), column indices (int32) and the codes."""
+    """Bytes of (rows, n) codes held as compressed sparse rows of their nonzero codes, as
+    LUTLinear holds them: 8-byte row starts, 4-byte column indices and the codes."""
     return (codes.shape[0] + 1) * 8 + int(np.count_nonzero(codes)) * (4 + codes.itemsize)
 
 
@@ -219,8 +219,8 @@ class LUTLinear:
         self.quantizer = tensor.quantizer
         self.signs = tensor.signs  # Hadamard rotation of the inputs (vqcompress.rotation)
         if self.kind == "rows":
-            self.members = [LUTLinear(m, crossover=crossover, tile_rows=tile_rows)
-                            for m in tensor.members]
+            self.members = [LUTLinear(m, crossover=crossover, tile_rows=tile_rows,
+                                      sparse=sparse) for m in tensor.members]
             self.groups = tensor.groups
             # row -> its index inside its member
             self.local = np.empty(self.out_features, dtype=np.int32)
