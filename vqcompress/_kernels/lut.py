@@ -14,6 +14,10 @@ from numba import njit, prange
 from .simd import (
     BATCH,
     LANES,
+    codeword_dot1,
+    codeword_dot2,
+    codeword_dot3,
+    codeword_dot4,
     copy8,
     dot,
     dot_table1,
@@ -147,6 +151,63 @@ def lookup_parallel(x, books_t, per_block, M, codes, bias, n_tasks):  # pragma: 
         _lookup_rows(x, books_t, per_block, M, codes, out if s == 0 else parts[s - 1],
                      r * per, min(nr, (r + 1) * per), bounds[s], bounds[s + 1])
     _add_segments(out, parts)
+    return out
+
+
+@njit(cache=True, inline="never")
+def _codeword_rows(xp, books, per_block, M, codes, out, r0, r1):  # pragma: no cover
+    """Row blocks r0 .. r1-1 of codeword_rows for one padded input, eight rows at a time."""
+    for r in range(r0, r1):
+        for h in range(LANES // 8):
+            o = out[r * LANES + h * 8:]
+            if M == 1:
+                codeword_dot1(o, books, codes, xp, r, h, per_block)
+            elif M == 2:
+                codeword_dot2(o, books, codes, xp, r, h, per_block)
+            elif M == 3:
+                codeword_dot3(o, books, codes, xp, r, h, per_block)
+            else:
+                codeword_dot4(o, books, codes, xp, r, h, per_block)
+
+
+@njit(cache=True)
+def _padded(x, n):  # pragma: no cover - compiled
+    """x (B, n_in) as a (B, n) float32, zeros past n_in."""
+    xp = np.zeros((x.shape[0], n), dtype=np.float32)
+    xp[:, :x.shape[1]] = x
+    return xp
+
+
+@njit(cache=True)
+def codeword_rows(x, books, per_block, M, codes, bias):  # pragma: no cover - compiled
+    """Serial twin of codeword_rows_parallel."""
+    nr = codes.shape[1]
+    out = _outputs(x.shape[0], nr * LANES, bias)
+    n_blocks = (x.shape[1] + 7) // 8
+    xp = _padded(x, n_blocks * 8)
+    for b in range(x.shape[0]):
+        _codeword_rows(xp[b], books, per_block, M, codes, out[b], 0, nr)
+    return out
+
+
+@njit(parallel=True, cache=True)
+def codeword_rows_parallel(x, books, per_block, M, codes, bias, n_tasks):  # pragma: no cover
+    """lookup_parallel's result computed without tables, for blocks of 8 inputs and 1 to
+    4 stages: each row's codewords loaded and multiplied into a running vector block by
+    block (simd.codeword_dot1 .. 4), its lanes summed at the end; every row by one task,
+    in the same order on any number of them.  x : (B, n_in) float32; books : (n_books, K,
+    8) float32, the codebooks as they are; codes, bias as lookup_parallel takes them;
+    ``n_tasks`` ranges of row blocks per input.  Returns out (B, n_row_blocks * LANES)."""
+    B = x.shape[0]
+    nr = codes.shape[1]
+    out = _outputs(B, nr * LANES, bias)
+    xp = _padded(x, (x.shape[1] + 7) // 8 * 8)
+    R = min(nr, max(1, n_tasks))
+    per = (nr + R - 1) // R
+    for t in prange(B * R):
+        b, r = t // R, t % R
+        _codeword_rows(xp[b], books, per_block, M, codes, out[b], min(nr, r * per),
+                       min(nr, (r + 1) * per))
     return out
 
 

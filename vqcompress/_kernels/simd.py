@@ -29,6 +29,11 @@ the dot product of a row of k-means codes with it (``lut.scalar_dot`` at batch 1
 decoded row is stored.  ``dot(a, x, n)`` is the same sum for a decoded row (at larger
 batches a row is decoded once and multiplied by every input).
 
+``codeword_dot1`` .. ``codeword_dot4`` compute 8 rows of PQ/RQ codes (1 to 4 stages,
+blocks of 8) times an input with no table: per block, each row's codewords loaded as
+8-float vectors, summed over the stages and multiplied into the row's running vector;
+``lut.codeword_rows`` at batch 1-3 on layers with few rows per table entry.
+
 Numba caches a kernel with the file that defines it (lut.py, say), keyed to that file's
 time stamp only: after editing this file, delete the callers' ``__pycache__/*.nb?`` files,
 or they run the old code.
@@ -444,6 +449,115 @@ def dot(typingctx, a, x, n):
 permute_dot = _picked_dot(LANES)
 permute_dot32 = _picked_dot(2 * LANES)
 gather_dot = _picked_dot(None)
+
+
+def _row_sums8(builder, vecs):
+    """Eight <8 x float> to one: lane k the sum of vecs[k]'s lanes, added pairwise in a
+    fixed order (neighbouring lanes, then pairs of them, then halves)."""
+    i32 = ir.IntType(32)
+    while len(vecs) > 1:
+        n = vecs[0].type.count
+        even = ir.Constant(ir.VectorType(i32, n), [2 * i for i in range(n // 2)]
+                           + [n + 2 * i for i in range(n // 2)])
+        odd = ir.Constant(ir.VectorType(i32, n), [2 * i + 1 for i in range(n // 2)]
+                          + [n + 2 * i + 1 for i in range(n // 2)])
+        vecs = [builder.fadd(builder.shuffle_vector(a, b, even), builder.shuffle_vector(a, b, odd))
+                for a, b in zip(vecs[0::2], vecs[1::2])]
+    return vecs[0]
+
+
+def _codeword_dot(stages):
+    """codeword_dot for ``stages`` codes per block (a constant, so that each row's
+    codewords of a block are summed in registers with no loop)."""
+
+    @intrinsic
+    def codeword_dot(typingctx, out, books, codes, x, r, h, per_block):
+        if not (_f32_arrays(out, books, x) and books.ndim == 3 and _codes_type(codes)
+                and codes.ndim == 4 and all(isinstance(t, (types.Integer, types.Boolean))
+                                            for t in (r, h, per_block))):
+            return None
+
+        def codegen(context, builder, sig, args):
+            f32, i64 = ir.FloatType(), ir.IntType(64)
+            v8f = ir.VectorType(f32, 8)
+
+            def const(v):
+                return ir.Constant(i64, v)
+
+            out_a = _address(context, builder, sig.args[0], args[0])
+            bk = context.make_array(sig.args[1])(context, builder, args[1])
+            _, K, _ = cgutils.unpack_tuple(builder, bk.shape, 3)
+            books_a = builder.ptrtoint(bk.data, i64)
+            cs = context.make_array(sig.args[2])(context, builder, args[2])
+            n_chunks, nr, CH, _ = cgutils.unpack_tuple(builder, cs.shape, 4)
+            cod_a = builder.ptrtoint(cs.data, i64)
+            xs = context.make_array(sig.args[3])(context, builder, args[3])
+            x_a = builder.ptrtoint(xs.data, i64)
+            r, h = (context.cast(builder, args[i], sig.args[i], types.int64) for i in (4, 5))
+            pb = builder.icmp_unsigned("!=", context.cast(builder, args[6], sig.args[6],
+                                                          types.int64), const(0))
+            bits = sig.args[2].dtype.bitwidth
+            cb = bits // 8
+            fma = _fma(builder, v8f)
+            acc = [cgutils.alloca_once_value(builder, ir.Constant(v8f, [0.0] * 8))
+                   for _ in range(8)]
+            book_bytes = builder.mul(K, const(32))
+            blocks = builder.udiv(cgutils.unpack_tuple(builder, xs.shape, 1)[0], const(8))
+            per_chunk = builder.udiv(CH, const(stages))  # blocks per chunk
+            with cgutils.for_range(builder, n_chunks) as chunk:
+                j0 = builder.mul(chunk.index, per_chunk)
+                nb = builder.sub(blocks, j0)
+                nb = builder.select(builder.icmp_unsigned("<", nb, per_chunk), nb, per_chunk)
+                row_codes = builder.add(  # codes[chunk, r, 0, 8 * h] (element index)
+                    builder.mul(builder.add(builder.mul(chunk.index, nr), r),
+                                builder.mul(CH, const(LANES))), builder.mul(h, const(8)))
+                first = builder.add(cod_a, builder.mul(row_codes, const(cb)))
+                with cgutils.for_range(builder, nb) as jl:
+                    j = builder.add(j0, jl.index)
+                    xv = builder.load(_vec_ptr(builder, x_a, builder.mul(j, const(32))),
+                                      typ=v8f, align=4)
+                    at = builder.add(first, builder.mul(jl.index, const(stages * LANES * cb)))
+                    book = [builder.add(books_a, builder.mul(
+                        builder.select(pb, j, const(s)), book_bytes)) for s in range(stages)]
+                    # each stage's eight codes as 64-bit words, taken apart by shifts
+                    words = [builder.load(builder.inttoptr(builder.add(
+                        at, const(s * LANES * cb + 8 * q)), ir.PointerType()), typ=i64, align=1)
+                        for s in range(stages) for q in range(cb)]
+                    for k in range(8):
+                        w = None
+                        for s in range(stages):
+                            word = words[s * cb + k * bits // 64]
+                            code = builder.and_(builder.lshr(word, const(k * bits % 64)),
+                                                const((1 << bits) - 1))
+                            cw = builder.load(_vec_ptr(builder, book[s], builder.shl(code, const(5))),
+                                              typ=v8f, align=4)
+                            w = cw if w is None else builder.fadd(w, cw)
+                        builder.store(builder.call(fma, [w, xv, builder.load(acc[k])]), acc[k])
+            o = builder.inttoptr(out_a, ir.PointerType())
+            total = _row_sums8(builder, [builder.load(a) for a in acc])
+            builder.store(builder.fadd(builder.load(o, typ=v8f, align=4), total), o, align=4)
+            return context.get_dummy_value()
+
+        return types.void(out, books, codes, x, r, h, per_block), codegen
+
+    return codeword_dot
+
+
+# codeword_dot1 .. codeword_dot4(out, books, codes, x, r, h, per_block): out[k] += the dot
+# product of x with row 8h + k of row block r of PQ/RQ codes with 1 .. 4 stages, k < 8, no
+# table built: per block of 8 inputs, each row's codewords (one per stage, summed in
+# stage order) loaded as 8-float vectors and multiplied into the row's running vector
+# by a fused multiply-add, in block order; then each running vector's lanes summed
+# pairwise (simd._row_sums8).  The codes' 8 rows at a position are read as 64-bit words
+# and taken apart by shifts.  books : (n_books, K, 8) float32, the codebooks (one per
+# stage, or one per block when ``per_block``; 64-byte aligned for speed: a codeword then
+# never straddles a cache line); codes : (n_chunks, n_row_blocks, CH, LANES) uint8/uint16
+# as nn.layers.chunk_codes lays them out; x : float32, the input padded with zeros to
+# whole blocks (its length sets the blocks summed).  One multiply-add of 8 lanes per row
+# and block where the tables' sums take one scalar add per row, block and stage, and no
+# tables (K * stages * 8 multiply-adds per block): it wins where a layer has few rows per
+# table entry (nn.layers.CODEWORD_ROWS_PER_ENTRY).
+codeword_dot1, codeword_dot2, codeword_dot3, codeword_dot4 = (_codeword_dot(m) for m in range(1, 5))
 
 
 def _sum8_codegen(context, builder, sig, args):
