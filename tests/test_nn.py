@@ -74,7 +74,7 @@ def test_default_crossover_follows_the_measured_steps(monkeypatch):
 
 def test_only_pq_and_rq_look_up_batch_major(layers):
     for key in ("kmeans", "sparse"):
-        assert not layers[key]._batch_major(64)
+        assert layers[key]._lookup_path(64) == "lookup"
     assert layers["sparse"].path(64) == "lookup"  # sparse layers keep their gather
     assert layers["uniform"].path(1) == "tiled"
 
@@ -198,11 +198,13 @@ def test_memory_is_codes_codebooks_and_one_tile(tmp_path):
     layers = nn.load(p)
     layer = layers["big.weight"]
     layer(np.ones((1, 512), np.float32))
-    books = layer.books.nbytes + layer.books_t.nbytes
+    books = layer.books.base.nbytes + layer.books_t.nbytes  # the aligned copy's buffer
+    assert layer.books.ctypes.data % 64 == 0 and layer.books.base.nbytes == layer.books.nbytes + 64
     assert layer.nbytes == layer.codes.nbytes + books  # lookup: no tile
     layer(np.ones((64, 512), np.float32))  # 4 rows per table entry: a batch-major lookup
     assert layer.nbytes == layer.codes.nbytes + books
     assert [layer.path(b) for b in (1, 3, 4, 64)] == ["lookup"] * 2 + ["batch lookup"] * 2
+    assert layers["small.weight"].path(1) == "codewords"  # 300 rows, 256 entries
     assert (layer.tile_rows, layers["small.weight"].tile_rows) == (576, 256)
     seen = []
 
@@ -219,7 +221,7 @@ def test_memory_is_codes_codebooks_and_one_tile(tmp_path):
     assert seen == [0, 576 * 512 * 4]  # the larger of the two layers' tiles
     assert seen[1] < 1024 * 512 * 4 / 1.7
     for m in layers.values():
-        assert m.nbytes == m.codes.nbytes + m.books.nbytes + m.books_t.nbytes
+        assert m.nbytes == m.codes.nbytes + m.books.base.nbytes + m.books_t.nbytes
 
 
 def test_threads_calling_tiled_layers_at_once_get_their_own_buffer(layers):
@@ -285,7 +287,7 @@ def test_lookup_over_many_position_chunks(opts):
     w = layer.dense_weight().astype(np.float64)
     for batch in (1, 3):
         x = r.normal(size=(batch, 403)).astype(np.float32)
-        y = layer(x)
+        y = layer._lookup(x, "lookup")
         assert _rel(y, x.astype(np.float64) @ w.T + bias) < 1e-5
         for tasks in (1, 2, 5):
             out = nn_lut.lookup_parallel(x, layer.books_t, layer.per_block, layer.stages,
@@ -307,8 +309,8 @@ def test_lookup_with_codebooks_narrower_than_a_vector(method, bits):
     ref = layer.dense_weight().astype(np.float64)
     for batch in (1, 5):
         x = r.normal(size=(batch, 64)).astype(np.float32)
-        for batch_major in (False, True):
-            y = layer._lookup(x, batch_major=batch_major)
+        for path in ("lookup", "batch lookup"):
+            y = layer._lookup(x, path)
             assert _rel(y, x.astype(np.float64) @ ref.T) < 1e-5
 
 
@@ -331,14 +333,67 @@ def test_batch_major_lookup(quantizer):
     w = layer.dense_weight().astype(np.float64)
     for batch in (1, 5, 8, 19):
         x = r.normal(size=(batch, 403)).astype(np.float32)
-        y = layer._lookup(x, batch_major=True)
+        y = layer._lookup(x, "batch lookup")
         assert _rel(y, x.astype(np.float64) @ w.T + bias) < 1e-5
-        assert _rel(y, layer._lookup(x, batch_major=False)) < 1e-6
+        assert _rel(y, layer._lookup(x, "lookup")) < 1e-6
         for tasks in (0, 1, 2, 5):
             args = (x, layer.books, layer.per_block, layer.stages, layer.codes, bias)
             out = nn_lut.lookup_batch_parallel(*args, tasks) if tasks else \
                 nn_lut.lookup_batch(*args)
             np.testing.assert_array_equal(out[:, :70], y)
+
+
+@pytest.mark.parametrize("quantizer", [
+    vq.ProductQuantizer(8, 8, random_state=0, max_iter=3),
+    vq.ProductQuantizer(8, 6, codebook_per_block=True, random_state=0, max_iter=3),
+    vq.ProductQuantizer(8, 9, random_state=0, max_iter=2),
+    vq.ResidualQuantizer(8, 8, n_stages=2, beam_size=1, random_state=0, max_iter=3),
+    vq.ResidualQuantizer(8, 4, n_stages=3, beam_size=1, random_state=0, max_iter=3),
+    vq.ResidualQuantizer(8, 9, n_stages=4, beam_size=1, random_state=0, max_iter=2),
+], ids=["pq8", "pq6-per-block", "pq9-uint16", "rq8x2", "rq4x3", "rq9x4-uint16"])
+def test_codewords_kernel(quantizer):
+    """PQ/RQ from the codewords, no tables (few rows per table entry, batch below 4): 403
+    inputs (several chunks of positions, a cropped last block), 1 to 4 stages, 8- and
+    16-bit codes, a codebook per block; against float64, the same bits from the serial
+    kernel and from any number of tasks, close to the tables' lookup; a NaN input reaches
+    every row, as in the dense product."""
+    r = np.random.default_rng(5)
+    w = r.normal(size=(70, 403)).astype(np.float32)
+    t = vq.CompressedTensor.from_codes("w", quantizer, quantizer.fit_encode(w))
+    bias = r.normal(size=70).astype(np.float32)
+    layer = nn.LUTLinear(t, bias)
+    assert layer.path(1) == layer.path(3) == "codewords"
+    assert layer.books.ctypes.data % 64 == 0
+    w = layer.dense_weight().astype(np.float64)
+    for batch in (1, 2, 3):
+        x = r.normal(size=(batch, 403)).astype(np.float32)
+        y = layer(x)
+        assert _rel(y, x.astype(np.float64) @ w.T + bias) < 1e-5
+        assert _rel(y, layer._lookup(x, "lookup")) < 1e-6
+        args = (x, layer.books, layer.per_block, layer.stages, layer.codes, bias)
+        np.testing.assert_array_equal(nn_lut.codeword_rows(*args)[:, :70], y)
+        for tasks in (1, 2, 5):
+            np.testing.assert_array_equal(nn_lut.codeword_rows_parallel(*args, tasks)[:, :70], y)
+    x[0, 100] = np.nan
+    assert np.isnan(layer(x)[0]).all() and np.isfinite(layer(x)[1:]).all()
+
+
+def test_codewords_only_where_the_tables_cost_more():
+    """Many rows per table entry, blocks other than 8 wide or more than 4 stages: the
+    tables' lookup; batch 4 on: the batch-major one."""
+    r = np.random.default_rng(6)
+
+    def layer(out, q):
+        w = r.normal(size=(out, 64)).astype(np.float32)
+        return nn.LUTLinear(vq.CompressedTensor.from_codes("w", q, q.fit_encode(w)))
+
+    pq = dict(random_state=0, max_iter=1)
+    assert layer(31, vq.ProductQuantizer(8, 4, **pq)).path(1) == "codewords"  # 1.9 rows/entry
+    assert layer(32, vq.ProductQuantizer(8, 4, **pq)).path(1) == "lookup"  # 2 rows per entry
+    assert layer(8, vq.ProductQuantizer(4, 4, **pq)).path(1) == "lookup"  # 4-wide blocks
+    rq5 = vq.ResidualQuantizer(8, 2, n_stages=5, beam_size=1, **pq)
+    assert layer(8, rq5).path(1) == "lookup"
+    assert layer(8, vq.ProductQuantizer(8, 4, **pq)).path(4) == "batch lookup"
 
 
 def test_batch_major_lookup_over_many_rows():
@@ -350,7 +405,7 @@ def test_batch_major_lookup_over_many_rows():
     w = r.normal(size=(rows, 16)).astype(np.float32)
     layer = nn.LUTLinear(vq.compress({"w": w}, method="pq", bits=4, block_size=8)["w"])
     x = r.normal(size=(9, 16)).astype(np.float32)
-    y = layer._lookup(x, batch_major=True)
+    y = layer._lookup(x, "batch lookup")
     assert _rel(y, x.astype(np.float64) @ layer.dense_weight().T.astype(np.float64)) < 1e-5
     out = nn_lut.lookup_batch(x, layer.books, layer.per_block, layer.stages, layer.codes,
                               np.zeros(0, np.float32))

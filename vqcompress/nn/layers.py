@@ -5,7 +5,9 @@
   input block with every codeword (one small matrix product per stage), then per output
   row a sum of table entries picked by the codes; from BATCH_LOOKUP_FROM inputs on, each
   table entry holds the products of 8 inputs, so one vector add per code read serves
-  them all;
+  them all.  Below that, on layers with few output rows per table entry (blocks of 8,
+  up to 4 stages), no tables: each row's codewords are loaded and multiplied with the
+  input block by block ("codewords", CODEWORD_ROWS_PER_ENTRY);
 - scalar (k-means) codes: per output row, its codes decoded in registers (16 or 32 at a
   time) and multiplied into running sums with the input; at batch 1 no decoded row is
   stored, above it one row at a time, in L1, serves every input;
@@ -56,6 +58,17 @@ from ..errors import InputError
 CROSSOVER = {"pq": ((0, 16), (4, 1 << 30)), "rq": ((0, 4), (2, 32)), "kmeans": ((0, 8),),
              "sparse": ((0, 1 << 30),), "uniform": ((0, 1),), "raw": ((0, 1),),
              "rows": ((0, 1 << 30),)}  # rows: each member follows its own kind's
+
+# Below this many output rows per table entry (out_features / (K * stages)), a PQ/RQ
+# layer with blocks of 8 and at most 4 stages computes calls of fewer than
+# BATCH_LOOKUP_FROM inputs from its codewords (lut.codeword_rows: one 8-lane load and
+# multiply-add per row, block and stage, no tables) instead of the tables' lookup (K *
+# stages * 8 multiply-adds of tables per block, then one scalar read and add per row,
+# block and stage): the tables pay only when enough rows share them.  Measured at batch
+# 1 inside Numba by benchmarks/bench_kernel_parts.py --part 3: on 384x384 and 384x1536
+# (0.75 rows per entry RQ 2x8x256, 1.5 PQ 8x256) the codewords took 0.78-0.96 of the
+# lookup's time, on 1536x384 (3 RQ, 6 PQ) 1.01-1.43 and on 4096x4096 1.27-1.63.
+CODEWORD_ROWS_PER_ENTRY = 2
 
 # From this batch on, the PQ/RQ lookup builds its tables batch-major (lut.lookup_batch: a
 # table entry holds BATCH inputs, one vector add per code read), below it one table per
@@ -154,6 +167,17 @@ def chunk_codes(codes: np.ndarray, chunk: int) -> np.ndarray:
 _FLOAT32 = np.dtype(np.float32)
 
 
+def _aligned(a: np.ndarray, align: int = 64) -> np.ndarray:
+    """A C-contiguous copy of ``a`` whose data starts on an ``align``-byte boundary (a view
+    into a buffer up to ``align`` bytes longer): 8-float codewords then never straddle a
+    cache line, which made lut.codeword_rows 10-15% faster than at 16 bytes past one."""
+    buf = np.empty(a.nbytes + align, dtype=np.uint8)
+    start = -buf.ctypes.data % align
+    out = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
 def _as_input(x, n_in: int, name: str) -> tuple[np.ndarray, tuple | None]:
     """(x as C-contiguous float32 (B, n_in), its leading shape or None when x was already
     that) or InputError."""
@@ -234,7 +258,7 @@ class LUTLinear:
         elif self.kind in ("pq", "rq"):
             q = self.quantizer
             codes = tensor.codes.reshape(self.out_features, -1)
-            self.books = np.ascontiguousarray(q.codebooks_, dtype=np.float32)
+            self.books = _aligned(np.asarray(q.codebooks_, dtype=np.float32))
             n_books, K, d = self.books.shape
             self.n_blocks = q.n_blocks_
             self.stages = codes.shape[1] // self.n_blocks  # M codes per block
@@ -250,6 +274,8 @@ class LUTLinear:
             # 1; whole blocks, so that a block's stages share a chunk
             chunk = max(1, L1_TABLE_BYTES // (Kp * 4) // self.stages) * self.stages
             self.codes = chunk_codes(codes, chunk)
+            self._codewords = (d == 8 and self.stages <= 4 and self.out_features
+                               < CODEWORD_ROWS_PER_ENTRY * K * self.stages)
         elif self.kind == "kmeans":
             self.codes = np.ascontiguousarray(tensor.codes.reshape(self.out_features, -1))
             self.codebook = np.ascontiguousarray(self.quantizer.codebook_, dtype=np.float32)
@@ -286,6 +312,8 @@ class LUTLinear:
                   ("weight", "codes", "books", "books_t", "codebook", "row_ptr", "cols",
                    "bias", "signs")]
         total = sum(a.nbytes for a in arrays if a is not None)
+        if self.kind in ("pq", "rq"):  # the codebooks' buffer, alignment slack included
+            total += self.books.base.nbytes - self.books.nbytes
         if self.kind == "rows":
             total += sum(m.nbytes for m in self.members) + self.groups.nbytes + \
                 self.local.nbytes + sum(r.nbytes for r in self.member_rows)
@@ -304,7 +332,7 @@ class LUTLinear:
             x2 = rotation.rotate(x2, self.signs)
         path = self.path(x2.shape[0])
         if path != "tiled":
-            y = self._lookup(x2, path == "batch lookup")  # its sums start from the bias
+            y = self._lookup(x2, path)  # its sums start from the bias
         else:
             if self.kind == "raw":
                 y = x2 @ self.weight.T
@@ -319,36 +347,45 @@ class LUTLinear:
         return y if lead is None else y.reshape(*lead, self.out_features)
 
     def path(self, batch: int) -> str:
-        """What a call with ``batch`` inputs runs: "lookup" (a table per input), "batch
-        lookup" (PQ/RQ tables batch-major) or "tiled" (BLAS on decoded tiles; raw and
-        row-group layers, which have no lookup of their own, say "tiled" too)."""
+        """What a call with ``batch`` inputs runs: "lookup" (a table per input, or the
+        k-means and sparse kernels), "codewords" (PQ/RQ from the codewords, no tables),
+        "batch lookup" (PQ/RQ tables batch-major) or "tiled" (BLAS on decoded tiles; raw
+        and row-group layers, which have no lookup of their own, say "tiled" too)."""
         if self.kind not in LOOKUP_KINDS or batch >= self.crossover:
             return "tiled"
-        return "batch lookup" if self._batch_major(batch) else "lookup"
+        return self._lookup_path(batch)
 
-    def _batch_major(self, batch: int) -> bool:
-        """Whether the lookup builds batch-major tables for ``batch`` inputs."""
-        return self.kind in ("pq", "rq") and batch >= BATCH_LOOKUP_FROM
+    def _lookup_path(self, batch: int) -> str:
+        """The lookup kernel for ``batch`` inputs, whatever the crossover."""
+        if self.kind not in ("pq", "rq"):
+            return "lookup"
+        if batch >= BATCH_LOOKUP_FROM:
+            return "batch lookup"
+        return "codewords" if self._codewords else "lookup"
 
-    def _lookup(self, x2, batch_major=None):
-        """x2 @ W.T + bias by the lookup kernels, whose sums start from the bias; PQ/RQ
-        tables batch-major when ``batch_major`` (by default: from BATCH_LOOKUP_FROM
-        inputs on)."""
+    def _lookup(self, x2, path=None):
+        """x2 @ W.T + bias by the lookup kernels, whose sums start from the bias; for PQ/RQ
+        by ``path`` ("lookup", "codewords" or "batch lookup"; by default the one
+        ``path`` picks below the crossover)."""
         B = x2.shape[0]
-        if batch_major is None:
-            batch_major = self._batch_major(B)
+        if path is None:
+            path = self._lookup_path(B)
         # the batch-major kernel's work is that of whole blocks of BATCH inputs
-        work = -(-B // lut.BATCH) * lut.BATCH if batch_major else B
+        work = -(-B // lut.BATCH) * lut.BATCH if path == "batch lookup" else B
         par = work * self.codes.size >= PARALLEL_WORK
         bias = self._bias_arg
         if self.kind in ("pq", "rq"):  # rows come in blocks of LANES, padded
-            if batch_major:
+            tasks = numba.get_num_threads()
+            if path == "batch lookup":
                 args = (x2, self.books, self.per_block, self.stages, self.codes, bias)
-                y = (lut.lookup_batch_parallel(*args, numba.get_num_threads()) if par
-                     else lut.lookup_batch(*args))
+                y = (lut.lookup_batch_parallel(*args, tasks) if par else lut.lookup_batch(*args))
+            elif path == "codewords":
+                args = (x2, self.books, self.per_block, self.stages, self.codes, bias)
+                y = (lut.codeword_rows_parallel(*args, tasks) if par
+                     else lut.codeword_rows(*args))
             else:
                 args = (x2, self.books_t, self.per_block, self.stages, self.codes, bias)
-                y = (lut.lookup_parallel(*args, min(self.codes.shape[1], numba.get_num_threads()))
+                y = (lut.lookup_parallel(*args, min(self.codes.shape[1], tasks))
                      if par else lut.lookup(*args))
             return y if y.shape[1] == self.out_features else y[:, :self.out_features]
         if self.kind == "kmeans":
