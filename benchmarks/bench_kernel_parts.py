@@ -10,11 +10,13 @@ same process.
    and the copy itself; the whole layer's decode and multiply apart, and in turn (what the
    tiled path does) with x.T copied once or as a view, and with the tile decoded by the
    parallel kernel, these three timed in turn with each other.
-3. The lookup at batch 1 on the MiniLM shapes (PQ 8x256, RQ 2x8x256): the serial kernel
-   whole and with one row block only (about its tables alone), each timed inside Numba
-   over 200 calls so that no call overhead counts; then, called from Python in turn with
-   BLAS, the serial and the parallel kernel; and in turn with the serial kernel alone, the
-   layer (with a bias): its time past the kernel's is what a call adds around it.  And its
+3. The lookup at batch 1 on the MiniLM shapes and 4096x4096 (PQ 8x256, RQ 2x8x256): the
+   serial table kernel whole and with one row block only (about its tables alone), and
+   the codewords kernel (lut.codeword_rows, no tables), each timed inside Numba over 200
+   calls (10 on 4096x4096) so that no call overhead counts, the two in turn; then, called
+   from Python in turn with BLAS, the serial and the parallel table kernel; and in turn
+   with the kernel the layer runs, the layer (with a bias): its time past the kernel's is
+   what a call adds around it.  And its
    tables alone, built a block at a time (simd.dot_table4) or four blocks at a time
    sharing each load of the codewords (simd.dot_table_x4), timed in turn.
 4. The batch-major lookup on 1536x384 PQ 8x256, one block of 8 inputs, inside Numba: its
@@ -191,30 +193,44 @@ def table_rows(rng, reps):
     return rows
 
 
+@numba.njit
+def _codewords_repeated(n, x, books, per_block, M, codes, bias):
+    for _ in range(n):
+        lut.codeword_rows(x, books, per_block, M, codes, bias)
+
+
 def lookup_rows(rng, reps):
     rows = []
-    for out_f, n_in in ((384, 384), (1536, 384), (384, 1536)):
+    for out_f, n_in in ((384, 384), (1536, 384), (384, 1536), (4096, 4096)):
         W = rng.normal(size=(out_f, n_in)).astype(np.float32)
         x = rng.normal(size=(1, n_in)).astype(np.float32)
+        n = 200 if out_f * n_in < 1e6 else 10
         for cname in ("pq 8x256 (1 bit/w)", "rq 2x8x256 (2 bits/w)"):
             L = make_layer(CONFIGS[cname], out_f, n_in, rng,
                            bias=rng.normal(size=out_f).astype(np.float32))
             args = (x, L.books_t, L.per_block, L.stages)
+            cw_args = (x, L.books, L.per_block, L.stages, L.codes, L.bias)
             one = np.ascontiguousarray(L.codes[:, :1])  # one row block: mostly the tables
-            whole = best_of(lambda: _lookup_repeated(200, *args, L.codes, L.bias), reps)[0] / 200
-            tables = best_of(lambda: _lookup_repeated(200, *args, one, NO_BIAS), reps)[0] / 200
+            t_in = best_of_each({  # inside Numba, in turn
+                "whole": lambda: _lookup_repeated(n, *args, L.codes, L.bias),
+                "codewords": lambda: _codewords_repeated(n, *cw_args)}, reps)
+            tables = best_of(lambda: _lookup_repeated(n, *args, one, NO_BIAS), reps)[0] / n
             serial = lambda: lut.lookup(*args, L.codes, L.bias)  # noqa: E731
             par = lambda: lut.lookup_parallel(*args, L.codes, L.bias, N_THREADS)  # noqa: E731
             par()
             t = best_of_each({"blas": lambda: x @ W.T, "serial": serial, "par": par}, 10 * reps)
             # apart: after the parallel kernel, TBB's thread shared a core with the next call
-            t_call = best_of_each({"serial": serial, "layer": lambda: L(x)}, 10 * reps)
+            kernel = (serial if L.path(1) == "lookup"
+                      else lambda: lut.codeword_rows(*cw_args))
+            t_call = best_of_each({"kernel": kernel, "layer": lambda: L(x)}, 10 * reps)
             rows.append({"shape": f"{out_f}x{n_in}", "config": cname,
-                         "kernel us": whole * 1e6, "one row block us": tables * 1e6,
+                         "kernel us": t_in["whole"] / n * 1e6, "one row block us": tables * 1e6,
+                         "codewords us": t_in["codewords"] / n * 1e6,
+                         "codewords / kernel": t_in["codewords"] / t_in["whole"],
                          "BLAS us": t["blas"] * 1e6, "serial us": t["serial"] * 1e6,
                          "parallel us": t["par"] * 1e6, "parallel / serial": t["par"] / t["serial"],
-                         "layer us": t_call["layer"] * 1e6,
-                         "layer - serial us": (t_call["layer"] - t_call["serial"]) * 1e6})
+                         "layer path": L.path(1), "layer us": t_call["layer"] * 1e6,
+                         "layer - its kernel us": (t_call["layer"] - t_call["kernel"]) * 1e6})
     return rows
 
 
@@ -343,8 +359,9 @@ def main():
     if 3 in parts:
         print(f"\n### The lookup at batch 1, {N_THREADS} threads for the parallel kernel\n")
         table(lookup_rows(np.random.default_rng(0), 20),
-              ["shape", "config", "kernel us", "one row block us", "BLAS us", "serial us",
-               "parallel us", "parallel / serial", "layer us", "layer - serial us"])
+              ["shape", "config", "kernel us", "one row block us", "codewords us",
+               "codewords / kernel", "BLAS us", "serial us", "parallel us",
+               "parallel / serial", "layer path", "layer us", "layer - its kernel us"])
         print("\nIts tables (256 codewords of 8 dimensions, one codebook for every block)\n")
         table(table_rows(np.random.default_rng(0), 30),
               ["inputs", "one block at a time ns/block", "four at a time ns/block", "four / one"])

@@ -8,12 +8,14 @@ codes at full size.  BLAS, the tiled path and the layer are each timed as the fa
 calls made in turn with the other two, so that a slow spell of the machine falls on all of
 them and each call finds the caches and thread pools as the others left them, as between
 the layers of a model.  "lookup us" is the lookup the layer would run at that batch (a
-table per input, or batch-major tables for PQ/RQ), timed apart, also where the layer runs
-tiled.  "BLAS alone" repeats BLAS back to back (its weight stays in cache, its threads
-awake).  "speed vs BLAS" > 1 means faster than BLAS.  "path" is what the layer ran
-(``LUTLinear.path``).  Also measures the dispatch crossovers: the batch from which the
-PQ/RQ lookup with batch-major tables beats the one with a table per input, and the batch
-from which the tiled BLAS path beats the lookup the layer would run.
+table per input, or batch-major tables for PQ/RQ; below batch 4 on PQ/RQ layers with few
+rows per table entry, the codewords kernel, which builds no tables), timed apart, also
+where the layer runs tiled.  "BLAS alone" repeats BLAS back to back (its weight stays in
+cache, its threads awake).  "speed vs BLAS" > 1 means faster than BLAS.  "path" is what
+the layer ran (``LUTLinear.path``).  Also measures the dispatch crossovers: the batch
+from which the PQ/RQ lookup with batch-major tables beats the kernel the layer runs at
+batch 1, and the batch from which the tiled BLAS path beats the lookup the layer would
+run.
 
     python benchmarks/lut_bench.py [--quick]
 """
@@ -54,7 +56,10 @@ def lookup_bytes(layer, B):
     ones for whole blocks of BATCH inputs)."""
     if layer.kind in ("pq", "rq"):
         M, K = layer.stages, layer.books.shape[1]
-        if layer._batch_major(B):
+        path = layer._lookup_path(B)
+        if path == "codewords":  # no tables
+            return layer.codes.nbytes + layer.books.nbytes
+        if path == "batch lookup":
             B = -(-B // BATCH) * BATCH
         return layer.codes.nbytes + layer.books.nbytes + M * B * layer.quantizer.n_blocks_ * K * 4
     return layer.codes.nbytes + layer.codebook.nbytes + B * layer.in_features * 4
@@ -103,8 +108,8 @@ def main():
             cross = {"shape": f"{out}x{n_in}", "config": cname}
             if layer.kind in ("pq", "rq"):
                 cross["batch-major lookup beats per-input from batch"] = first_win(
-                    layer, n_in, rng, lambda m, x: m._lookup(x, batch_major=True),
-                    lambda m, x: m._lookup(x, batch_major=False), (1, 2, 4, 8, 16))
+                    layer, n_in, rng, lambda m, x: m._lookup(x, "batch lookup"),
+                    lambda m, x: m._lookup(x, m._lookup_path(1)), (1, 2, 4, 8, 16))
             cross["tiled beats the lookup from batch"] = first_win(
                 layer, n_in, rng, lambda m, x: m._tiled(x), lambda m, x: m._lookup(x),
                 (1, 2, 4, 8, 16, 32, 64))
