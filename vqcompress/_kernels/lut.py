@@ -171,10 +171,13 @@ def _codeword_rows(xp, books, per_block, M, codes, out, r0, r1):  # pragma: no c
 
 
 @njit(cache=True)
-def _padded(x, n):  # pragma: no cover - compiled
-    """x (B, n_in) as a (B, n) float32, zeros past n_in."""
-    xp = np.zeros((x.shape[0], n), dtype=np.float32)
-    xp[:, :x.shape[1]] = x
+def _padded(x):  # pragma: no cover - compiled
+    """x (B, n_in) with zeros up to whole blocks of 8 inputs (x itself when it has them)."""
+    B, n_in = x.shape
+    if n_in % 8 == 0:
+        return x
+    xp = np.zeros((B, (n_in + 7) // 8 * 8), dtype=np.float32)
+    xp[:, :n_in] = x
     return xp
 
 
@@ -183,8 +186,7 @@ def codeword_rows(x, books, per_block, M, codes, bias):  # pragma: no cover - co
     """Serial twin of codeword_rows_parallel."""
     nr = codes.shape[1]
     out = _outputs(x.shape[0], nr * LANES, bias)
-    n_blocks = (x.shape[1] + 7) // 8
-    xp = _padded(x, n_blocks * 8)
+    xp = _padded(x)
     for b in range(x.shape[0]):
         _codeword_rows(xp[b], books, per_block, M, codes, out[b], 0, nr)
     return out
@@ -201,7 +203,7 @@ def codeword_rows_parallel(x, books, per_block, M, codes, bias, n_tasks):  # pra
     B = x.shape[0]
     nr = codes.shape[1]
     out = _outputs(B, nr * LANES, bias)
-    xp = _padded(x, (x.shape[1] + 7) // 8 * 8)
+    xp = _padded(x)
     R = min(nr, max(1, n_tasks))
     per = (nr + R - 1) // R
     for t in prange(B * R):

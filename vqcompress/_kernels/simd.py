@@ -31,7 +31,7 @@ batches a row is decoded once and multiplied by every input).
 
 ``codeword_dot1`` .. ``codeword_dot4`` compute 8 rows of PQ/RQ codes (1 to 4 stages,
 blocks of 8) times an input with no table: per block, each row's codewords loaded as
-8-float vectors, summed over the stages and multiplied into the row's running vector;
+8-float vectors and multiplied into the row's running vector, stage by stage;
 ``lut.codeword_rows`` at batch 1-3 on layers with few rows per table entry.
 
 Numba caches a kernel with the file that defines it (lut.py, say), keyed to that file's
@@ -467,8 +467,8 @@ def _row_sums8(builder, vecs):
 
 
 def _codeword_dot(stages):
-    """codeword_dot for ``stages`` codes per block (a constant, so that each row's
-    codewords of a block are summed in registers with no loop)."""
+    """codeword_dot for ``stages`` codes per block (a constant, so that the stages are
+    unrolled: with a loop over them at run time the running vectors spilled)."""
 
     @intrinsic
     def codeword_dot(typingctx, out, books, codes, x, r, h, per_block):
@@ -502,6 +502,9 @@ def _codeword_dot(stages):
             acc = [cgutils.alloca_once_value(builder, ir.Constant(v8f, [0.0] * 8))
                    for _ in range(8)]
             book_bytes = builder.mul(K, const(32))
+            # codebook of block j, stage s: books_a + j * j_step + s * s_step
+            j_step = builder.select(pb, book_bytes, const(0))
+            s_step = builder.select(pb, const(0), book_bytes)
             blocks = builder.udiv(cgutils.unpack_tuple(builder, xs.shape, 1)[0], const(8))
             per_chunk = builder.udiv(CH, const(stages))  # blocks per chunk
             with cgutils.for_range(builder, n_chunks) as chunk:
@@ -517,22 +520,22 @@ def _codeword_dot(stages):
                     xv = builder.load(_vec_ptr(builder, x_a, builder.mul(j, const(32))),
                                       typ=v8f, align=4)
                     at = builder.add(first, builder.mul(jl.index, const(stages * LANES * cb)))
-                    book = [builder.add(books_a, builder.mul(
-                        builder.select(pb, j, const(s)), book_bytes)) for s in range(stages)]
+                    book = [builder.add(builder.add(books_a, builder.mul(j, j_step)),
+                                        builder.mul(const(s), s_step)) for s in range(stages)]
                     # each stage's eight codes as 64-bit words, taken apart by shifts
                     words = [builder.load(builder.inttoptr(builder.add(
                         at, const(s * LANES * cb + 8 * q)), ir.PointerType()), typ=i64, align=1)
                         for s in range(stages) for q in range(cb)]
                     for k in range(8):
-                        w = None
-                        for s in range(stages):
+                        a = builder.load(acc[k])
+                        for s in range(stages):  # each stage's codeword times x, in order
                             word = words[s * cb + k * bits // 64]
                             code = builder.and_(builder.lshr(word, const(k * bits % 64)),
                                                 const((1 << bits) - 1))
                             cw = builder.load(_vec_ptr(builder, book[s], builder.shl(code, const(5))),
                                               typ=v8f, align=4)
-                            w = cw if w is None else builder.fadd(w, cw)
-                        builder.store(builder.call(fma, [w, xv, builder.load(acc[k])]), acc[k])
+                            a = builder.call(fma, [cw, xv, a])
+                        builder.store(a, acc[k])
             o = builder.inttoptr(out_a, ir.PointerType())
             total = _row_sums8(builder, [builder.load(a) for a in acc])
             builder.store(builder.fadd(builder.load(o, typ=v8f, align=4), total), o, align=4)
@@ -545,18 +548,20 @@ def _codeword_dot(stages):
 
 # codeword_dot1 .. codeword_dot4(out, books, codes, x, r, h, per_block): out[k] += the dot
 # product of x with row 8h + k of row block r of PQ/RQ codes with 1 .. 4 stages, k < 8, no
-# table built: per block of 8 inputs, each row's codewords (one per stage, summed in
-# stage order) loaded as 8-float vectors and multiplied into the row's running vector
-# by a fused multiply-add, in block order; then each running vector's lanes summed
-# pairwise (simd._row_sums8).  The codes' 8 rows at a position are read as 64-bit words
-# and taken apart by shifts.  books : (n_books, K, 8) float32, the codebooks (one per
-# stage, or one per block when ``per_block``; 64-byte aligned for speed: a codeword then
-# never straddles a cache line); codes : (n_chunks, n_row_blocks, CH, LANES) uint8/uint16
-# as nn.layers.chunk_codes lays them out; x : float32, the input padded with zeros to
-# whole blocks (its length sets the blocks summed).  One multiply-add of 8 lanes per row
-# and block where the tables' sums take one scalar add per row, block and stage, and no
-# tables (K * stages * 8 multiply-adds per block): it wins where a layer has few rows per
-# table entry (nn.layers.CODEWORD_ROWS_PER_ENTRY).
+# table built: per block of 8 inputs, each row's codewords (one per stage) loaded as
+# 8-float vectors and multiplied into the row's running vector by fused multiply-adds,
+# in block and stage order (adding the stages' codewords first, then one multiply-add,
+# was 4-5% slower on two stages: one more operation per row and block); then each
+# running vector's lanes summed pairwise (simd._row_sums8).  The codes' 8 rows at a
+# position are read as 64-bit words and taken apart by shifts (a byte load per code was
+# slower).  books : (n_books, K, 8) float32, the codebooks (one per stage, or one per
+# block when ``per_block``; 64-byte aligned for speed: a codeword then never straddles a
+# cache line); codes : (n_chunks, n_row_blocks, CH, LANES) uint8/uint16 as
+# nn.layers.chunk_codes lays them out; x : float32, the input padded with zeros to whole
+# blocks (its length sets the blocks summed).  One 8-lane multiply-add per row, block and
+# stage where the tables' sums take one scalar add, and no tables (K * stages * 8
+# multiply-adds per block): it wins where a layer has few rows per table entry
+# (nn.layers.CODEWORD_ROWS_PER_ENTRY).
 codeword_dot1, codeword_dot2, codeword_dot3, codeword_dot4 = (_codeword_dot(m) for m in range(1, 5))
 
 
