@@ -375,7 +375,7 @@ class LUTLinear:
         par = work * self.codes.size >= PARALLEL_WORK
         bias = self._bias_arg
         if self.kind in ("pq", "rq"):  # rows come in blocks of LANES, padded
-            tasks = numba.get_num_threads()
+            tasks = numba.get_num_threads() if par else 1  # a call to it takes 1 us
             if path == "batch lookup":
                 args = (x2, self.books, self.per_block, self.stages, self.codes, bias)
                 y = (lut.lookup_batch_parallel(*args, tasks) if par else lut.lookup_batch(*args))
