@@ -551,7 +551,7 @@ def _codeword_dot(stages):
 # table built: per block of 8 inputs, each row's codewords (one per stage) loaded as
 # 8-float vectors and multiplied into the row's running vector by fused multiply-adds,
 # in block and stage order (adding the stages' codewords first, then one multiply-add,
-# was 4-5% slower on two stages: one more operation per row and block); then each
+# was slower on two stages: one more operation per row and block); then each
 # running vector's lanes summed pairwise (simd._row_sums8).  The codes' 8 rows at a
 # position are read as 64-bit words and taken apart by shifts (a byte load per code was
 # slower).  books : (n_books, K, 8) float32, the codebooks (one per stage, or one per

@@ -65,9 +65,12 @@ CROSSOVER = {"pq": ((0, 16), (4, 1 << 30)), "rq": ((0, 4), (2, 32)), "kmeans": (
 # multiply-add per row, block and stage, no tables) instead of the tables' lookup (K *
 # stages * 8 multiply-adds of tables per block, then one scalar read and add per row,
 # block and stage): the tables pay only when enough rows share them.  Measured at batch
-# 1 inside Numba by benchmarks/bench_kernel_parts.py --part 3: on 384x384 and 384x1536
-# (0.75 rows per entry RQ 2x8x256, 1.5 PQ 8x256) the codewords took 0.78-0.96 of the
-# lookup's time, on 1536x384 (3 RQ, 6 PQ) 1.01-1.43 and on 4096x4096 1.27-1.63.
+# 1 inside Numba by benchmarks/bench_kernel_parts.py --part 3, two runs: on 384x384 and
+# 384x1536 (0.75 rows per entry RQ 2x8x256, 1.5 PQ 8x256) the codewords took 0.71-0.88
+# of the lookup's time, on 1536x384 (3 RQ, 6 PQ) 1.05-1.19 and on 4096x4096 (8, 16)
+# 1.18-1.40.  In scratch A/Bs at batch 2 and 3 the codewords won on the same 384-row
+# layers; at batch 3 on the larger ones too (the tables of three inputs outgrow L1), at
+# batch 2 not: one threshold for batches 1-3.
 CODEWORD_ROWS_PER_ENTRY = 2
 
 # From this batch on, the PQ/RQ lookup builds its tables batch-major (lut.lookup_batch: a
@@ -170,7 +173,7 @@ _FLOAT32 = np.dtype(np.float32)
 def _aligned(a: np.ndarray, align: int = 64) -> np.ndarray:
     """A C-contiguous copy of ``a`` whose data starts on an ``align``-byte boundary (a view
     into a buffer up to ``align`` bytes longer): 8-float codewords then never straddle a
-    cache line, which made lut.codeword_rows 10-15% faster than at 16 bytes past one."""
+    cache line, which made lut.codeword_rows faster than at 16 bytes past one (scratch)."""
     buf = np.empty(a.nbytes + align, dtype=np.uint8)
     start = -buf.ctypes.data % align
     out = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
@@ -375,7 +378,7 @@ class LUTLinear:
         par = work * self.codes.size >= PARALLEL_WORK
         bias = self._bias_arg
         if self.kind in ("pq", "rq"):  # rows come in blocks of LANES, padded
-            tasks = numba.get_num_threads() if par else 1  # a call to it takes 1 us
+            tasks = numba.get_num_threads() if par else 1  # a call to it costs about a microsecond
             if path == "batch lookup":
                 args = (x2, self.books, self.per_block, self.stages, self.codes, bias)
                 y = (lut.lookup_batch_parallel(*args, tasks) if par else lut.lookup_batch(*args))
