@@ -4,8 +4,8 @@ same process.
 1. One nearest-center pass over the 73,728 8-dim blocks of a real MiniLM layer against 256
    centers, on one thread and on all: ours (`assign_nearest`) against faiss's exact search
    (`IndexFlatL2`, the same threads) and numpy's expanded-form distance matrix + argmin.
-2. The tiled path of 384x384 and 384x1536 layers at batch 64 (PQ 8x256, RQ 2x8x256,
-   k-means 4 bits): decoding one tile of 256 rows against numpy fancy indexing of the same
+2. The tiled path of 384x384 and 384x1536 layers at batch 64 (PQ 8x256, RQ 2x8x256 and
+   3x8x256, k-means 4 bits): decoding one tile of 256 rows against numpy fancy indexing of the same
    codebooks; BLAS multiplying that tile by a contiguous copy of x.T and by the x.T view,
    and the copy itself; the whole layer's decode and multiply apart, and in turn (what the
    tiled path does) with x.T copied once or as a view, and with the tile decoded by the
@@ -44,6 +44,8 @@ import faiss
 import numba
 import numpy as np
 from safetensors.numpy import load_file
+
+import vqcompress as vq
 
 from _harness import N_THREADS, best_of, best_of_each, header, minilm_safetensors, table
 from lut_bench import CONFIGS, make_layer
@@ -103,11 +105,15 @@ def numpy_decode(layer, r0, r1):
     return out.reshape(r1 - r0, nb * layer.books.shape[2])[:, :layer.in_features]
 
 
+TILE_CONFIGS = {**CONFIGS, "rq 3x8x256 (3 bits/w)": lambda: vq.ResidualQuantizer(
+    8, 8, 3, beam_size=1, n_refine=0, random_state=0, max_iter=5)}
+
+
 def tile_rows(rng, reps):
     rows = []
     for n_in in (384, 1536):
         x = rng.normal(size=(64, n_in)).astype(np.float32)
-        for cname, make_q in CONFIGS.items():
+        for cname, make_q in TILE_CONFIGS.items():
             layer = make_layer(make_q, 384, n_in, rng)
             assert layer.tile_rows == 256
             tile = np.empty((256, n_in), np.float32)

@@ -115,17 +115,19 @@ def test_dense_weight_is_the_decompressed_weight(tmp_path):
     vq.ProductQuantizer(4, 5, codebook_per_block=True, random_state=0),
     vq.ResidualQuantizer(8, 4, n_stages=3, random_state=0),
     vq.ResidualQuantizer(8, 4, n_stages=2, random_state=0),
+    vq.ResidualQuantizer(8, 3, n_stages=4, random_state=0, max_iter=3),
+    vq.ResidualQuantizer(8, 2, n_stages=5, random_state=0, max_iter=3),
     vq.KMeansQuantizer(4),
     vq.KMeansQuantizer(3),
     vq.KMeansQuantizer(5),
     vq.KMeansQuantizer(9),
-], ids=["pq8", "pq8-per-block", "pq4-per-block", "rq8x3", "rq8x2", "kmeans4", "kmeans3",
-        "kmeans5", "kmeans9"])
+], ids=["pq8", "pq8-per-block", "pq4-per-block", "rq8x3", "rq8x2", "rq8x4", "rq8x5",
+        "kmeans4", "kmeans3", "kmeans5", "kmeans9"])
 @pytest.mark.parametrize("n_in", [40, 43, 48])
 def test_decoded_rows_are_the_quantizers_decode(quantizer, n_in, monkeypatch):
     """The layer's row decoder (tiled path, dense_weight), serial and parallel, against the
     quantizer's own decode, for shared and per-block codebooks, whole and cropped last
-    blocks, residual stages, scalar codes in 8 and 16 bits (a codebook of 16 or fewer in a
+    blocks, residual stages (2-4 in vectors, 5 by the scalar tail's loop), scalar codes in 8 and 16 bits (a codebook of 16 or fewer in a
     register, of 32 in registers 32 codes at a time, larger ones by gathers of 16, and a
     scalar tail); and the lookup path against that independent decode."""
     w = np.random.default_rng(n_in).normal(size=(50, n_in)).astype(np.float32)

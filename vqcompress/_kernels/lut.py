@@ -18,7 +18,10 @@ from .simd import (
     codeword_dot2,
     codeword_dot3,
     codeword_dot4,
-    copy8,
+    decode_row1,
+    decode_row2,
+    decode_row3,
+    decode_row4,
     dot,
     dot_table1,
     dot_table4,
@@ -33,7 +36,6 @@ from .simd import (
     permute_set,
     permute_set2,
     permute_set32,
-    sum8,
 )
 
 ROW_CHUNK = 64
@@ -456,46 +458,24 @@ def _decode_blocks(codes, books, M, rows, n_in, out, i0, i1):  # pragma: no cove
     # per chunk of positions instead (its bounds unknown to LLVM) was slower.
     off = _block_offsets(codes, M)
     flat = codes.reshape(-1)
-    # The common case, whole 8-wide blocks, as vectors; everything else in _decode_tail.
-    # (Kept out of this loop, the tail and a branch on pb halve its time.)
-    full = n_in // 8 if d == 8 else 0
-    if M == 2:
-        _decode_two_stages(flat, off, books, rows, CH, out, full, i0, i1)
-    else:
-        for i in range(i0, i1):
-            o = out[i]
-            c = flat[rows[i] // LANES * CH * LANES + rows[i] % LANES:]  # this row's codes
-            if M == 1:
-                for j in range(full):
-                    copy8(o[j * 8:], books[j * pb, c[off[j]]])
-            else:  # residual stages add their codewords, in order; two in one vector sum
-                for j in range(full):
-                    cj = c[off[j]:]
-                    sum8(o[j * 8:], books[0, cj[0]], books[1, cj[LANES]])
-                    for s in range(2, M):
-                        sum8(o[j * 8:], o[j * 8:], books[s, cj[s * LANES]])
+    # The common case, whole 8-wide blocks of up to 4 stages, by simd.decode_row1..4;
+    # everything else in _decode_tail.
+    full = n_in // 8 if d == 8 and M <= 4 else 0
+    for i in range(i0, i1):
+        o = out[i]
+        c = flat[rows[i] // LANES * CH * LANES + rows[i] % LANES:]  # this row's codes
+        if M == 1:
+            decode_row1(o, books, c, off, full, pb)
+        elif M == 2:
+            decode_row2(o, books, c, off, full, pb)
+        elif M == 3:
+            decode_row3(o, books, c, off, full, pb)
+        elif M == 4:
+            decode_row4(o, books, c, off, full, pb)
     if full < nb:  # a second pass: a call in the loop above, even untaken, slowed it
         for i in range(i0, i1):
             c = flat[rows[i] // LANES * CH * LANES + rows[i] % LANES:]
             _decode_tail(c, off, books, M, n_in, out[i], full, nb, pb)
-
-
-@njit(cache=True, inline="never")
-def _decode_two_stages(flat, off, books, rows, CH, out, full, i0, i1):  # pragma: no cover
-    """_decode_blocks' whole blocks for two residual stages (the common case): each block's
-    two codes read at their offsets, with no slice of the row's codes per block and no loop
-    over further stages.  In a function of its own, so that LLVM compiles the single-stage
-    loop as before (in the same function, its code changed and single-stage decoding
-    slowed).  256 rows of 2x8x256 codes, best of 200 (benchmarks/bench_kernel_parts.py
-    --part 2, two runs each): 384 inputs 21-22 us before, 20 after (26 in a busy third
-    run); 1536 inputs 87-94 us before, 74-81 after; single-stage codes as before."""
-    lanes = np.uint64(LANES)
-    for i in range(i0, i1):
-        o = out[i]
-        c = flat[rows[i] // LANES * CH * LANES + rows[i] % LANES:]
-        for j in range(full):
-            k = off[j]
-            sum8(o[j * 8:], books[0, c[k]], books[1, c[k + lanes]])
 
 
 @njit(cache=True, inline="never")

@@ -49,13 +49,13 @@ their comment below).
 gather_sum: each table entry holds the products of ``BATCH`` inputs, so one code read and
 one vector add serve them all (``lut.lookup_batch``).
 
-``copy8(dst, src)`` moves eight float32 as one vector, ``sum8(dst, a, b)`` stores the sum of
-two: a codeword of an 8-dimensional block into a decoded row, or the sum of two residual
-stages' codewords (a third stage adds with ``sum8(dst, dst, c)``).  Numba cannot tell the
-row apart from the codebook, so its loop stores after every load and LLVM keeps them
-scalar.  As vectors, 256 decoded rows of 384 take 17.8 us (one stage) and 37.3 us (two
-stages) in benchmarks/bench_kernel_parts.py, where numpy's fancy indexing takes 321 and
-591.  No bounds are checked: every array holds eight elements from its start.
+``decode_row1`` .. ``decode_row4(out, books, codes, off, n, per_block)`` decode a row of
+PQ/RQ codes (1 to 4 stages, blocks of 8) into a dense row, each block's codewords loaded
+as vectors and added in stage order (Numba's own loop could not tell the row apart from
+the codebook, so it stored after every load and LLVM kept them scalar).  They replace
+Numba loops over 8-float copies and sums: as fast for one and two stages, which are
+bound by writing the tile, and for three 2.5-3 times faster (a scratch A/B; the tiles'
+decode times are in benchmarks/bench_kernel_parts.py --part 2).  No bounds are checked.
 
 ``nearest4(ct, X, i, labels, dists)`` and ``nearest1`` find the nearest center of rows
 ``i .. i+3`` (or row ``i``) of X: for each group of ``LANES`` centers (8 in float64), one
@@ -565,32 +565,67 @@ def _codeword_dot(stages):
 codeword_dot1, codeword_dot2, codeword_dot3, codeword_dot4 = (_codeword_dot(m) for m in range(1, 5))
 
 
-def _sum8_codegen(context, builder, sig, args):
-    """Store at the first array's start the sum of eight float32 from each of the others."""
-    vf = ir.VectorType(ir.FloatType(), 8)
-    dst, *srcs = (builder.inttoptr(_address(context, builder, t, v), ir.PointerType())
-                  for t, v in zip(sig.args, args))
-    v = builder.load(srcs[0], typ=vf, align=4)
-    for src in srcs[1:]:
-        v = builder.fadd(v, builder.load(src, typ=vf, align=4))
-    builder.store(v, dst, align=4)
-    return context.get_dummy_value()
+def _decode_blocks_row(stages):
+    """decode_row for ``stages`` codes per block (unrolled, as in codeword_dot)."""
+
+    @intrinsic
+    def decode_row(typingctx, out, books, codes, off, n, per_block):
+        if not (_f32_arrays(out, books) and books.ndim == 3 and _codes_type(codes)
+                and isinstance(off, types.Array) and off.dtype == types.uint64
+                and off.layout == "C" and isinstance(n, types.Integer)
+                and isinstance(per_block, (types.Integer, types.Boolean))):
+            return None
+
+        def codegen(context, builder, sig, args):
+            f32, i64 = ir.FloatType(), ir.IntType(64)
+            v8f = ir.VectorType(f32, 8)
+
+            def const(v):
+                return ir.Constant(i64, v)
+
+            out_a, cod_a, off_a = (_address(context, builder, sig.args[i], args[i])
+                                   for i in (0, 2, 3))
+            bk = context.make_array(sig.args[1])(context, builder, args[1])
+            _, K, _ = cgutils.unpack_tuple(builder, bk.shape, 3)
+            books_a = builder.ptrtoint(bk.data, i64)
+            n = context.cast(builder, args[4], sig.args[4], types.int64)
+            pb = builder.icmp_unsigned("!=", context.cast(builder, args[5], sig.args[5],
+                                                          types.int64), const(0))
+            bits = sig.args[2].dtype.bitwidth
+            cb = bits // 8
+            book_bytes = builder.mul(K, const(32))
+            j_step = builder.select(pb, book_bytes, const(0))
+            s_step = builder.select(pb, const(0), book_bytes)
+            with cgutils.for_range(builder, n) as jl:
+                j = jl.index
+                k = builder.load(_vec_ptr(builder, off_a, builder.mul(j, const(8))), typ=i64,
+                                 align=8)
+                at = builder.add(cod_a, builder.mul(k, const(cb)))
+                base = builder.add(books_a, builder.mul(j, j_step))
+                w = None
+                for s in range(stages):  # the stages' codewords added in order
+                    code = builder.zext(builder.load(builder.inttoptr(builder.add(
+                        at, const(s * LANES * cb)), ir.PointerType()), typ=ir.IntType(bits),
+                        align=cb), i64)
+                    book = builder.add(base, builder.mul(const(s), s_step))
+                    cw = builder.load(_vec_ptr(builder, book, builder.shl(code, const(5))),
+                                      typ=v8f, align=4)
+                    w = cw if w is None else builder.fadd(w, cw)
+                builder.store(w, _vec_ptr(builder, out_a, builder.mul(j, const(32))), align=4)
+            return context.get_dummy_value()
+
+        return types.void(out, books, codes, off, n, per_block), codegen
+
+    return decode_row
 
 
-@intrinsic
-def copy8(typingctx, dst, src):
-    """dst[:8] = src[:8]; float32 arrays."""
-    if _f32_arrays(dst, src):
-        return types.void(dst, src), _sum8_codegen
-    return None
-
-
-@intrinsic
-def sum8(typingctx, dst, a, b):
-    """dst[:8] = a[:8] + b[:8]; float32 arrays (dst may be a)."""
-    if _f32_arrays(dst, a, b):
-        return types.void(dst, a, b), _sum8_codegen
-    return None
+# decode_row1 .. decode_row4(out, books, codes, off, n, per_block): out[8j .. 8j+7] = the
+# sum over the stages s, in order, of codeword codes[off[j] + s * LANES] of books[j if
+# per_block else s], for the blocks j < n: a row of PQ/RQ codes decoded, blocks of 8.
+# codes : the row's codes from its first (uint8/uint16; its codes at block j's positions
+# off[j] + s * LANES on); off : uint64 (lut._block_offsets); books : (n_books, K, 8)
+# float32.  No bounds are checked.
+decode_row1, decode_row2, decode_row3, decode_row4 = (_decode_blocks_row(m) for m in range(1, 5))
 
 
 def _nearest(rows):
