@@ -466,6 +466,29 @@ def _row_sums8(builder, vecs):
     return vecs[0]
 
 
+_V8F = ir.VectorType(ir.FloatType(), 8)
+
+
+def _i64(v):
+    """An i64 constant."""
+    return ir.Constant(ir.IntType(64), v)
+
+
+def _codebook_steps(context, builder, books_ty, books, flag_ty, flag):
+    """(data address, bytes from one block's codebook to the next, bytes from one stage's
+    to the next) of (n_books, K, 8) float32 codebooks, i64 values: one codebook per block
+    when ``flag`` is set (stage step 0), else one per stage (block step 0)."""
+    i64 = ir.IntType(64)
+    bk = context.make_array(books_ty)(context, builder, books)
+    _, K, _ = cgutils.unpack_tuple(builder, bk.shape, 3)
+    book_bytes = builder.mul(K, ir.Constant(i64, 32))
+    per_block = builder.icmp_unsigned("!=", context.cast(builder, flag, flag_ty, types.int64),
+                                      ir.Constant(i64, 0))
+    zero = ir.Constant(i64, 0)
+    return (builder.ptrtoint(bk.data, i64), builder.select(per_block, book_bytes, zero),
+            builder.select(per_block, zero, book_bytes))
+
+
 def _codeword_dot(stages):
     """codeword_dot for ``stages`` codes per block (a constant, so that the stages are
     unrolled: with a loop over them at run time the running vectors spilled)."""
@@ -478,33 +501,22 @@ def _codeword_dot(stages):
             return None
 
         def codegen(context, builder, sig, args):
-            f32, i64 = ir.FloatType(), ir.IntType(64)
-            v8f = ir.VectorType(f32, 8)
-
-            def const(v):
-                return ir.Constant(i64, v)
+            i64, v8f, const = ir.IntType(64), _V8F, _i64
 
             out_a = _address(context, builder, sig.args[0], args[0])
-            bk = context.make_array(sig.args[1])(context, builder, args[1])
-            _, K, _ = cgutils.unpack_tuple(builder, bk.shape, 3)
-            books_a = builder.ptrtoint(bk.data, i64)
+            books_a, j_step, s_step = _codebook_steps(context, builder, sig.args[1], args[1],
+                                                      sig.args[6], args[6])
             cs = context.make_array(sig.args[2])(context, builder, args[2])
             n_chunks, nr, CH, _ = cgutils.unpack_tuple(builder, cs.shape, 4)
             cod_a = builder.ptrtoint(cs.data, i64)
             xs = context.make_array(sig.args[3])(context, builder, args[3])
             x_a = builder.ptrtoint(xs.data, i64)
             r, h = (context.cast(builder, args[i], sig.args[i], types.int64) for i in (4, 5))
-            pb = builder.icmp_unsigned("!=", context.cast(builder, args[6], sig.args[6],
-                                                          types.int64), const(0))
             bits = sig.args[2].dtype.bitwidth
             cb = bits // 8
             fma = _fma(builder, v8f)
             acc = [cgutils.alloca_once_value(builder, ir.Constant(v8f, [0.0] * 8))
                    for _ in range(8)]
-            book_bytes = builder.mul(K, const(32))
-            # codebook of block j, stage s: books_a + j * j_step + s * s_step
-            j_step = builder.select(pb, book_bytes, const(0))
-            s_step = builder.select(pb, const(0), book_bytes)
             blocks = builder.udiv(cgutils.unpack_tuple(builder, xs.shape, 1)[0], const(8))
             per_chunk = builder.udiv(CH, const(stages))  # blocks per chunk
             with cgutils.for_range(builder, n_chunks) as chunk:
@@ -577,25 +589,15 @@ def _decode_blocks_row(stages):
             return None
 
         def codegen(context, builder, sig, args):
-            f32, i64 = ir.FloatType(), ir.IntType(64)
-            v8f = ir.VectorType(f32, 8)
-
-            def const(v):
-                return ir.Constant(i64, v)
+            i64, v8f, const = ir.IntType(64), _V8F, _i64
 
             out_a, cod_a, off_a = (_address(context, builder, sig.args[i], args[i])
                                    for i in (0, 2, 3))
-            bk = context.make_array(sig.args[1])(context, builder, args[1])
-            _, K, _ = cgutils.unpack_tuple(builder, bk.shape, 3)
-            books_a = builder.ptrtoint(bk.data, i64)
+            books_a, j_step, s_step = _codebook_steps(context, builder, sig.args[1], args[1],
+                                                      sig.args[5], args[5])
             n = context.cast(builder, args[4], sig.args[4], types.int64)
-            pb = builder.icmp_unsigned("!=", context.cast(builder, args[5], sig.args[5],
-                                                          types.int64), const(0))
             bits = sig.args[2].dtype.bitwidth
             cb = bits // 8
-            book_bytes = builder.mul(K, const(32))
-            j_step = builder.select(pb, book_bytes, const(0))
-            s_step = builder.select(pb, const(0), book_bytes)
             with cgutils.for_range(builder, n) as jl:
                 j = jl.index
                 k = builder.load(_vec_ptr(builder, off_a, builder.mul(j, const(8))), typ=i64,
