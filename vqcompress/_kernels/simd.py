@@ -54,7 +54,7 @@ PQ/RQ codes (1 to 4 stages, blocks of 8) into a dense row, each block's codeword
 as vectors and added in stage order (Numba's own loop could not tell the row apart from
 the codebook, so it stored after every load and LLVM kept them scalar).  They replace
 Numba loops over 8-float copies and sums: as fast for one and two stages, which are
-bound by writing the tile, and for three 2.5-3 times faster (a scratch A/B; the tiles'
+bound by writing the tile, and for three several times faster (a scratch A/B; the tiles'
 decode times are in benchmarks/bench_kernel_parts.py --part 2).  No bounds are checked.
 
 ``nearest4(ct, X, i, labels, dists)`` and ``nearest1`` find the nearest center of rows
