@@ -8,7 +8,7 @@ codes at full size.  BLAS, the tiled path and the layer are each timed as the fa
 calls made in turn with the other two, so that a slow spell of the machine falls on all of
 them and each call finds the caches and thread pools as the others left them, as between
 the layers of a model.  "lookup us" is the lookup the layer would run at that batch (a
-table per input, or batch-major tables for PQ/RQ; below batch 4 on PQ/RQ layers with few
+table per input, or batch-major tables for PQ/RQ; below batch 8 on PQ/RQ layers with few
 rows per table entry, the codewords kernel, which builds no tables), timed apart, also
 where the layer runs tiled.  "BLAS alone" repeats BLAS back to back (its weight stays in
 cache, its threads awake).  "speed vs BLAS" > 1 means faster than BLAS.  "path" is what

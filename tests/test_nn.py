@@ -59,7 +59,7 @@ def test_layer_matches_dense(layers, key, batch, path):
 
 def test_default_crossover_follows_the_measured_steps(monkeypatch):
     assert nn.default_crossover("pq", 384 / 256) == 16
-    assert nn.default_crossover("rq", 384 / 512) == 4
+    assert nn.default_crossover("rq", 384 / 512) == 8
     assert nn.default_crossover("pq", 1536 / 256) == 1 << 30
     assert nn.default_crossover("rq", 4096 / 512) == 32
     assert nn.default_crossover("rq", 1536 / 512) == 32
@@ -382,7 +382,8 @@ def test_codewords_kernel(quantizer):
 
 def test_codewords_only_where_the_tables_cost_more():
     """Many rows per table entry, blocks other than 8 wide or more than 4 stages: the
-    tables' lookup; batch 4 on: the batch-major one."""
+    tables' lookup, batch-major from batch 4; the codewords up to batch 7, then the
+    batch-major lookup (or tiles, from the crossover)."""
     r = np.random.default_rng(6)
 
     def layer(out, q):
@@ -395,7 +396,11 @@ def test_codewords_only_where_the_tables_cost_more():
     assert layer(8, vq.ProductQuantizer(4, 4, **pq)).path(1) == "lookup"  # 4-wide blocks
     rq5 = vq.ResidualQuantizer(8, 2, n_stages=5, beam_size=1, **pq)
     assert layer(8, rq5).path(1) == "lookup"
-    assert layer(8, vq.ProductQuantizer(8, 4, **pq)).path(4) == "batch lookup"
+    assert layer(32, vq.ProductQuantizer(8, 4, **pq)).path(4) == "batch lookup"
+    small = layer(8, vq.ProductQuantizer(8, 4, **pq))  # 0.5 rows per entry: tiled from 16
+    assert [small.path(b) for b in (7, 8, 16)] == ["codewords", "batch lookup", "tiled"]
+    rq = layer(8, vq.ResidualQuantizer(8, 4, n_stages=2, beam_size=1, **pq))  # from 8
+    assert [rq.path(b) for b in (7, 8)] == ["codewords", "tiled"]
 
 
 def test_batch_major_lookup_over_many_rows():

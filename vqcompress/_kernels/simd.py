@@ -32,7 +32,7 @@ batches a row is decoded once and multiplied by every input).
 ``codeword_dot1`` .. ``codeword_dot4`` compute 8 rows of PQ/RQ codes (1 to 4 stages,
 blocks of 8) times an input with no table: per block, each row's codewords loaded as
 8-float vectors and multiplied into the row's running vector, stage by stage;
-``lut.codeword_rows`` at batch 1-3 on layers with few rows per table entry.
+``lut.codeword_rows`` at batch 1-7 on layers with few rows per table entry.
 
 Numba caches a kernel with the file that defines it (lut.py, say), keyed to that file's
 time stamp only: after editing this file, delete the callers' ``__pycache__/*.nb?`` files,

@@ -5,9 +5,9 @@
   input block with every codeword (one small matrix product per stage), then per output
   row a sum of table entries picked by the codes; from BATCH_LOOKUP_FROM inputs on, each
   table entry holds the products of 8 inputs, so one vector add per code read serves
-  them all.  Below that, on layers with few output rows per table entry (blocks of 8,
-  up to 4 stages), no tables: each row's codewords are loaded and multiplied with the
-  input block by block ("codewords", CODEWORD_ROWS_PER_ENTRY);
+  them all.  On layers with few output rows per table entry (blocks of 8, up to 4
+  stages), below CODEWORD_BATCH_UNTIL inputs no tables: each row's codewords are loaded
+  and multiplied with the input block by block ("codewords", CODEWORD_ROWS_PER_ENTRY);
 - scalar (k-means) codes: per output row, its codes decoded in registers (16 or 32 at a
   time) and multiplied into running sums with the input; at batch 1 no decoded row is
   stored, above it one row at a time, in L1, serves every input;
@@ -46,7 +46,8 @@ from ..errors import InputError
 # at 8x256) never ran tiled faster up to batch 64; below that (384x384, 384x1536) tiled
 # from 4-64.  RQ at 3 to 21 rows per entry (1536x384, 4096x4096, 11008x4096 at 2x8x256)
 # tiled from 32-64 (not up to 64 in one run), below 1 row per entry (384x384, 384x1536)
-# from 4 (32 in one run).  k-means, its codes decoded in registers (lut.scalar_dot), from
+# from 4 (32 in one run) against the batch-major lookup, from 8 against the codewords
+# (lut_bench.py --quick, two runs), which these layers now run below 8.  k-means, its codes decoded in registers (lut.scalar_dot), from
 # 8 on the MiniLM shapes (8 or 16 on the others; runs T-V in docs/benchmarks.md), where
 # its earlier kernel, bins per codeword, lost from batch 1.
 # Pruned layers are held as sparse rows only where that takes fewer bytes than every code
@@ -55,13 +56,13 @@ from ..errors import InputError
 # up to batch 64 on three of four shapes (from 64 on 4096x4096), while with 30% kept the
 # tiled path won from batch 2 (benchmarks/bench_kernel_parts.py --part 6, one run).
 # Pruned layers held as every code run as k-means layers.
-CROSSOVER = {"pq": ((0, 16), (4, 1 << 30)), "rq": ((0, 4), (2, 32)), "kmeans": ((0, 8),),
+CROSSOVER = {"pq": ((0, 16), (4, 1 << 30)), "rq": ((0, 8), (2, 32)), "kmeans": ((0, 8),),
              "sparse": ((0, 1 << 30),), "uniform": ((0, 1),), "raw": ((0, 1),),
              "rows": ((0, 1 << 30),)}  # rows: each member follows its own kind's
 
 # Below this many output rows per table entry (out_features / (K * stages)), a PQ/RQ
 # layer with blocks of 8 and at most 4 stages computes calls of fewer than
-# BATCH_LOOKUP_FROM inputs from its codewords (lut.codeword_rows: one 8-lane load and
+# CODEWORD_BATCH_UNTIL inputs from its codewords (lut.codeword_rows: one 8-lane load and
 # multiply-add per row, block and stage, no tables) instead of the tables' lookup (K *
 # stages * 8 multiply-adds of tables per block, then one scalar read and add per row,
 # block and stage): the tables pay only when enough rows share them.  Measured at batch
@@ -70,8 +71,13 @@ CROSSOVER = {"pq": ((0, 16), (4, 1 << 30)), "rq": ((0, 4), (2, 32)), "kmeans": (
 # of the lookup's time, on 1536x384 (3 RQ, 6 PQ) 1.05-1.19 and on 4096x4096 (8, 16)
 # 1.18-1.40.  In scratch A/Bs at batch 2 and 3 the codewords won on the same 384-row
 # layers; at batch 3 on the larger ones too (the tables of three inputs outgrow L1), at
-# batch 2 not: one threshold for batches 1-3.
+# batch 2 not: one threshold for every batch.
 CODEWORD_ROWS_PER_ENTRY = 2
+# Such a layer runs the codewords below this batch, and the batch-major lookup from it
+# (unless it runs tiled): in the six lut_bench.py runs of the codewords' session the
+# batch-major lookup beat the codewords from 8 on 384x384 PQ, from 16 or later on
+# 384x1536 PQ and on both RQ layers.
+CODEWORD_BATCH_UNTIL = 8
 
 # From this batch on, the PQ/RQ lookup builds its tables batch-major (lut.lookup_batch: a
 # table entry holds BATCH inputs, one vector add per code read), below it one table per
@@ -362,9 +368,9 @@ class LUTLinear:
         """The lookup kernel for ``batch`` inputs, whatever the crossover."""
         if self.kind not in ("pq", "rq"):
             return "lookup"
-        if batch >= BATCH_LOOKUP_FROM:
-            return "batch lookup"
-        return "codewords" if self._codewords else "lookup"
+        if self._codewords and batch < CODEWORD_BATCH_UNTIL:
+            return "codewords"
+        return "batch lookup" if batch >= BATCH_LOOKUP_FROM else "lookup"
 
     def _lookup(self, x2, path=None):
         """x2 @ W.T + bias by the lookup kernels, whose sums start from the bias; for PQ/RQ
