@@ -5,8 +5,8 @@ same process.
    centers, on one thread and on all: ours (`assign_nearest`) against faiss's exact search
    (`IndexFlatL2`, the same threads) and numpy's expanded-form distance matrix + argmin.
 2. The tiled path of 384x384 and 384x1536 layers at batch 64 (PQ 8x256, RQ 2x8x256 and
-   3x8x256, k-means 4 bits): decoding one tile of 256 rows against numpy fancy indexing of the same
-   codebooks; BLAS multiplying that tile by a contiguous copy of x.T and by the x.T view,
+   3x8x256, k-means 4 bits): decoding one tile of 256 rows against numpy fancy indexing
+   of the same codebooks; BLAS multiplying that tile by a contiguous copy of x.T and by the x.T view,
    and the copy itself; the whole layer's decode and multiply apart, and in turn (what the
    tiled path does) with x.T copied once or as a view, and with the tile decoded by the
    parallel kernel, these three timed in turn with each other.
@@ -16,9 +16,9 @@ same process.
    calls (10 on 4096x4096) so that no call overhead counts, the two in turn; then, called
    from Python in turn with BLAS, the serial and the parallel table kernel; and in turn
    with the kernel the layer runs, the layer (with a bias): its time past the kernel's is
-   what a call adds around it.  And its
-   tables alone, built a block at a time (simd.dot_table4) or four blocks at a time
-   sharing each load of the codewords (simd.dot_table_x4), timed in turn.
+   what a call adds around it.  And its tables alone, built a block at a time
+   (simd.dot_table4) or four blocks at a time sharing each load of the codewords
+   (simd.dot_table_x4), timed in turn.
 4. The batch-major lookup on 1536x384 PQ 8x256, one block of 8 inputs, inside Numba: its
    table build (one position's 256 entries of 8 inputs) and its sums per row and position,
    reading the tables of 1, 2, 4 or all 16 positions of a chunk for every row before the
@@ -48,7 +48,7 @@ from safetensors.numpy import load_file
 import vqcompress as vq
 
 from _harness import N_THREADS, best_of, best_of_each, header, minilm_safetensors, table
-from lut_bench import CONFIGS, make_layer
+from lut_bench import CONFIGS, first_win, make_layer
 from vqcompress._kernels import lut
 from vqcompress._kernels.assign import assign_nearest
 from vqcompress._kernels.simd import (
@@ -312,17 +312,13 @@ TILE_SIZES = (128, 256, 512, 768)
 
 def pruned_rows(rng, reps):
     """Pruned k-means layers, as sparse rows and as every code, against BLAS, in turn."""
-    import vqcompress as vq
-    from lut_bench import first_win
-    from vqcompress.nn import LUTLinear
-
     rows = []
     for out_f, n_in in ((384, 384), (1536, 384), (384, 1536), (4096, 4096)):
         W = rng.normal(size=(out_f, n_in)).astype(np.float32)
         for kept in (0.3, 0.1):
             t = vq.compress({"w": W}, method="kmeans", bits=5, prune=1 - kept,
                             min_elements=16)["w"]
-            csr, codes = LUTLinear(t, sparse=True), LUTLinear(t, sparse=False)
+            csr, codes = vq.nn.LUTLinear(t, sparse=True), vq.nn.LUTLinear(t, sparse=False)
             Wd = codes.dense_weight()
             for B in (1, 4, 16, 64):
                 x = rng.normal(size=(B, n_in)).astype(np.float32)

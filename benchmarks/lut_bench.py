@@ -107,7 +107,7 @@ def main():
             # and the tiled path the lookup the layer would run
             cross = {"shape": f"{out}x{n_in}", "config": cname}
             if layer.kind in ("pq", "rq"):
-                cross["batch-major lookup beats per-input from batch"] = first_win(
+                cross["batch-major lookup beats the batch-1 kernel from batch"] = first_win(
                     layer, n_in, rng, lambda m, x: m._lookup(x, "batch lookup"),
                     lambda m, x: m._lookup(x, m._lookup_path(1)), (1, 2, 4, 8, 16))
             cross["tiled beats the lookup from batch"] = first_win(
@@ -117,9 +117,10 @@ def main():
     table(rows, ["shape", "config", "batch", "path", "BLAS us", "lookup us", "tiled us", "layer us",
                  "speed vs BLAS", "BLAS alone us", "speed vs BLAS alone",
                  "MB read (BLAS / lookup)"])
-    print("Measured dispatch crossovers (vqcompress.nn.CROSSOVER and BATCH_LOOKUP_FROM hold "
-          "what the layers use):\n")
-    table(crossover_rows, ["shape", "config", "batch-major lookup beats per-input from batch",
+    print("Measured dispatch crossovers (CROSSOVER, BATCH_LOOKUP_FROM and CODEWORD_BATCH_UNTIL "
+          "in vqcompress.nn.layers hold what the layers use):\n")
+    table(crossover_rows, ["shape", "config",
+                           "batch-major lookup beats the batch-1 kernel from batch",
                            "tiled beats the lookup from batch"])
 
 

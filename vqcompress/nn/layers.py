@@ -47,9 +47,10 @@ from ..errors import InputError
 # from 4-64.  RQ at 3 to 21 rows per entry (1536x384, 4096x4096, 11008x4096 at 2x8x256)
 # tiled from 32-64 (not up to 64 in one run), below 1 row per entry (384x384, 384x1536)
 # from 4 (32 in one run) against the batch-major lookup, from 8 against the codewords
-# (lut_bench.py --quick, two runs), which these layers now run below 8.  k-means, its codes decoded in registers (lut.scalar_dot), from
-# 8 on the MiniLM shapes (8 or 16 on the others; runs T-V in docs/benchmarks.md), where
-# its earlier kernel, bins per codeword, lost from batch 1.
+# (lut_bench.py --quick, two runs), which these layers now run below 8.  k-means, its
+# codes decoded in registers (lut.scalar_dot), from 8 on the MiniLM shapes (8 or 16 on
+# the others; runs T-V in docs/benchmarks.md), where its earlier kernel, bins per
+# codeword, lost from batch 1.
 # Pruned layers are held as sparse rows only where that takes fewer bytes than every code
 # (below about a fifth of the weights kept; LUTLinear's ``sparse``), and those keep their
 # gather, whose work scales with the kept weights: with 10% kept it beat the tiled path
@@ -384,16 +385,17 @@ class LUTLinear:
         par = work * self.codes.size >= PARALLEL_WORK
         bias = self._bias_arg
         if self.kind in ("pq", "rq"):  # rows come in blocks of LANES, padded
-            tasks = numba.get_num_threads() if par else 1  # a call to it costs about a microsecond
+            # asked only when needed: a call to it costs more than a small kernel's dispatch
+            tasks = numba.get_num_threads() if par else 1
+            # the per-input table kernel reads the codebooks transposed, the others as they are
+            books = self.books_t if path == "lookup" else self.books
+            args = (x2, books, self.per_block, self.stages, self.codes, bias)
             if path == "batch lookup":
-                args = (x2, self.books, self.per_block, self.stages, self.codes, bias)
                 y = (lut.lookup_batch_parallel(*args, tasks) if par else lut.lookup_batch(*args))
             elif path == "codewords":
-                args = (x2, self.books, self.per_block, self.stages, self.codes, bias)
                 y = (lut.codeword_rows_parallel(*args, tasks) if par
                      else lut.codeword_rows(*args))
             else:
-                args = (x2, self.books_t, self.per_block, self.stages, self.codes, bias)
                 y = (lut.lookup_parallel(*args, min(self.codes.shape[1], tasks))
                      if par else lut.lookup(*args))
             return y if y.shape[1] == self.out_features else y[:, :self.out_features]
