@@ -354,7 +354,7 @@ def test_batch_major_lookup(quantizer):
     vq.ResidualQuantizer(8, 9, n_stages=4, beam_size=1, random_state=0, max_iter=2),
 ], ids=["pq8", "pq6-per-block", "pq9-uint16", "rq8x2", "rq4x3", "rq9x4-uint16"])
 def test_codewords_kernel(quantizer):
-    """PQ/RQ from the codewords, no tables (few rows per table entry, batch below 4): 403
+    """PQ/RQ from the codewords, no tables (few rows per table entry, batch below 8): 403
     inputs (several chunks of positions, a cropped last block), 1 to 4 stages, 8- and
     16-bit codes, a codebook per block; against float64, the same bits from the serial
     kernel and from any number of tasks, close to the tables' lookup; a NaN input reaches

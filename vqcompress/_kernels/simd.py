@@ -474,6 +474,13 @@ def _i64(v):
     return ir.Constant(ir.IntType(64), v)
 
 
+def _codeword(builder, book, code):
+    """Codeword ``code`` (an i64 value) of the (K, 8) float32 codebook at address ``book``,
+    as one <8 x float> load (32 bytes a codeword)."""
+    return builder.load(_vec_ptr(builder, book, builder.shl(code, _i64(5))), typ=_V8F,
+                        align=4)
+
+
 def _codebook_steps(context, builder, books_ty, books, flag_ty, flag):
     """(data address, bytes from one block's codebook to the next, bytes from one stage's
     to the next) of (n_books, K, 8) float32 codebooks, i64 values: one codebook per block
@@ -544,9 +551,7 @@ def _codeword_dot(stages):
                             word = words[s * cb + k * bits // 64]
                             code = builder.and_(builder.lshr(word, const(k * bits % 64)),
                                                 const((1 << bits) - 1))
-                            cw = builder.load(_vec_ptr(builder, book[s], builder.shl(code, const(5))),
-                                              typ=v8f, align=4)
-                            a = builder.call(fma, [cw, xv, a])
+                            a = builder.call(fma, [_codeword(builder, book[s], code), xv, a])
                         builder.store(a, acc[k])
             o = builder.inttoptr(out_a, ir.PointerType())
             total = _row_sums8(builder, [builder.load(a) for a in acc])
@@ -589,7 +594,7 @@ def _decode_blocks_row(stages):
             return None
 
         def codegen(context, builder, sig, args):
-            i64, v8f, const = ir.IntType(64), _V8F, _i64
+            i64, const = ir.IntType(64), _i64
 
             out_a, cod_a, off_a = (_address(context, builder, sig.args[i], args[i])
                                    for i in (0, 2, 3))
@@ -609,9 +614,7 @@ def _decode_blocks_row(stages):
                     code = builder.zext(builder.load(builder.inttoptr(builder.add(
                         at, const(s * LANES * cb)), ir.PointerType()), typ=ir.IntType(bits),
                         align=cb), i64)
-                    book = builder.add(base, builder.mul(const(s), s_step))
-                    cw = builder.load(_vec_ptr(builder, book, builder.shl(code, const(5))),
-                                      typ=v8f, align=4)
+                    cw = _codeword(builder, builder.add(base, builder.mul(const(s), s_step)), code)
                     w = cw if w is None else builder.fadd(w, cw)
                 builder.store(w, _vec_ptr(builder, out_a, builder.mul(j, const(32))), align=4)
             return context.get_dummy_value()
