@@ -478,6 +478,40 @@ def test_scalar_codes_times_inputs_serial_and_parallel_alike(bits):
         np.testing.assert_array_equal(y_nan[:-1], y[:-1])
 
 
+@pytest.mark.parametrize("n_in", [40, 63, 64, 65, 100, 128, 203])
+def test_kmeans_codes_of_16_entries_are_held_two_to_a_byte(n_in, monkeypatch):
+    """A k-means layer of at most 16 entries holds its codes two to a byte from 64 inputs
+    on (each group of 64 in 32 bytes, the last n_in % 64 a byte each), one to a byte
+    below; 17 entries or more, one to a byte.  Against the codes themselves: the packed
+    bytes unpack to them, the row decoder (serial, parallel) gives codebook[codes], and
+    the lookup at batch 1 (whole groups, LANES of the tail, single tail codes) and 3
+    (rows decoded, then products) is close to float64."""
+    r = np.random.default_rng(n_in)
+    w = r.normal(size=(37, n_in)).astype(np.float32)
+    for bits in (4, 5):
+        q = vq.KMeansQuantizer(bits)
+        codes = q.fit_encode(w).reshape(37, n_in)
+        layer = nn.LUTLinear(vq.CompressedTensor.from_codes("w", q, codes))
+        packed = bits == 4 and n_in >= 64
+        width = n_in // 64 * 32 + n_in % 64 if packed else n_in
+        assert layer.codes.shape == (37, width) and layer.codes.dtype == np.uint8
+        if packed:
+            groups = layer.codes[:, : n_in // 64 * 32].reshape(37, -1, 32)
+            unpacked = np.concatenate([groups & 15, groups >> 4], 2).reshape(37, -1)
+            np.testing.assert_array_equal(
+                np.concatenate([unpacked, layer.codes[:, n_in // 64 * 32:]], 1), codes)
+        want = q.codebook_[codes].astype(np.float32)
+        np.testing.assert_array_equal(layer.dense_weight(), want)
+        with monkeypatch.context() as m:
+            m.setattr(nn.layers, "PARALLEL_WORK", 1)
+            np.testing.assert_array_equal(layer.dense_weight(), want)
+        for batch in (1, 3):
+            x = r.normal(size=(batch, n_in)).astype(np.float32)
+            ref = x.astype(np.float64) @ want.T.astype(np.float64)
+            assert _rel(layer._lookup(x), ref) < 1e-5
+            assert _rel(layer._tiled(x), ref) < 1e-5
+
+
 def test_sparse_rows_serial_and_parallel_alike(layers):
     """The pruned layer's gather, one input (a running sum per row) and several (every
     entry's products across the inputs at once), serial and parallel: the same bits, from
@@ -523,3 +557,15 @@ def test_pruned_layers_hold_whichever_form_is_smaller():
         y_sparse = nn.LUTLinear(t, sparse=True)(x[:1])
         np.testing.assert_array_equal(np.isnan(y_sparse[0]), want[:, 7] != 0)
         assert np.isnan(nn.LUTLinear(t, sparse=False)(x[:1])).all()
+
+
+def test_pruned_4_bit_codes_compare_sparse_rows_with_packed_codes():
+    """With 16 entries every code is held two to a byte: 15% of the weights kept is then
+    fewer bytes as every code (half a byte each over 128 inputs) than as sparse rows
+    (about 0.75 bytes per weight), where one code per byte would have lost."""
+    w = np.random.default_rng(6).normal(size=(40, 128)).astype(np.float32)
+    t = vq.compress({"w": w}, method="kmeans", bits=4, prune=0.85, min_elements=16)["w"]
+    layer = nn.LUTLinear(t)
+    assert layer.kind == "kmeans" and layer.codes.shape == (40, 64)
+    assert layer.nbytes < nn.LUTLinear(t, sparse=True).nbytes
+    np.testing.assert_array_equal(layer.dense_weight(), t.decompress())

@@ -31,6 +31,8 @@ from .simd import (
     gather_dot,
     gather_set,
     gather_sum,
+    nibble_dot,
+    nibble_set,
     permute_dot,
     permute_dot32,
     permute_set,
@@ -292,22 +294,95 @@ def lookup_batch_parallel(x, books, per_block, M, codes, bias, n_tasks):  # prag
     return out
 
 
+# Codes of at most 16 entries are held two to a byte (nn.layers.pack_nibbles): in each
+# group of NIBBLE_GROUP codes, code i in the low four bits of byte i and code i + 32 in
+# the high four; the row's last n_in % NIBBLE_GROUP codes a byte each.  A row of n_in
+# codes is then n_in // 64 * 32 + n_in % 64 bytes wide, fewer than n_in from 64 codes on
+# (and the same bytes as unpacked below that), which is how the kernels tell the two apart.
+NIBBLE_GROUP = 64
+
+
+@njit(cache=True, inline="never")
+def _decode_nibble_row(codes, book, out):  # pragma: no cover - compiled
+    """out[i] = book[code i] of a row packed two codes to a byte (book LANES floats): the
+    whole groups of NIBBLE_GROUP decoded from their bytes (simd.nibble_set), the codes
+    after them (a byte each) LANES at a time (simd.permute_set), then one by one.  Only
+    intrinsics take slices here: a call of a compiled function on slices made Numba
+    count references to the arrays on every row, which cost more than decoding a
+    384-code row (scratch)."""
+    n = out.shape[0]
+    groups = n // NIBBLE_GROUP
+    nibble_set(out, book, codes, groups)
+    head = groups * NIBBLE_GROUP
+    start = groups * (NIBBLE_GROUP // 2) - head  # code i's byte: start + i
+    full = n - (n - head) % LANES
+    for i in range(head, full, LANES):
+        permute_set(out[i:], book, codes[start + i:])
+    for i in range(full, n):
+        out[i] = book[codes[start + i]]
+
+
+@njit(cache=True, inline="never")
+def _nibble_rows(x, codes, book, out, r0, r1):  # pragma: no cover - compiled
+    """_scalar_rows for one input and rows packed two codes to a byte (16 entries): the
+    whole groups of NIBBLE_GROUP decoded from the packed bytes (simd.nibble_dot), then
+    the codes after them, a byte each (_nibble_tail_rows).  A function of its own, as is
+    the tail's: beside other code using the byte planes, they were held across the loop
+    and spilled, and it ran slower (scratch)."""
+    groups = x.shape[1] // NIBBLE_GROUP
+    if groups * NIBBLE_GROUP < x.shape[1]:
+        _nibble_tail_rows(x, codes, book, out, r0, r1)
+        return
+    x0 = x[0]
+    for o in range(r0, r1):
+        out[0, o] += nibble_dot(book, codes[o], x0, groups)
+
+
+@njit(cache=True, inline="never")
+def _nibble_tail_rows(x, codes, book, out, r0, r1):  # pragma: no cover - compiled
+    """_nibble_rows for rows with codes past their whole groups: those LANES at a time
+    (simd.permute_dot), then one by one.  Only intrinsics take slices here: a call of a
+    compiled function on slices made Numba count references to the arrays on every
+    row, which cost more than a 384-code row's products (scratch)."""
+    n = x.shape[1]
+    groups = n // NIBBLE_GROUP
+    head = groups * NIBBLE_GROUP
+    start = groups * (NIBBLE_GROUP // 2)  # the byte of code head
+    m = (n - head) // LANES
+    x0 = x[0]
+    for o in range(r0, r1):
+        c = codes[o]
+        s = nibble_dot(book, c, x0, groups)
+        if m:
+            s += permute_dot(book, c[start:], x0[head:], m)
+        for i in range(head + m * LANES, n):
+            s += book[c[start + i - head]] * x0[i]
+        out[0, o] += s
+
+
 @njit(cache=True, inline="never")
 def _scalar_rows(x, codes, book, out, r0, r1):  # pragma: no cover - compiled
     """Rows r0 .. r1-1 of scalar_dot: for one input, each row's codes decoded and
     multiplied in registers; for more, each row decoded once into a buffer that stays in
-    L1, then multiplied by every input (simd.dot), in the same order of sums."""
+    L1, then multiplied by every input (simd.dot), in the same order of sums.  Rows packed
+    two codes to a byte are decoded from their bytes (_nibble_rows, _decode_nibble_row)."""
     B, n_in = x.shape
     full = n_in // LANES
     if B > 1:
         row = np.empty(n_in, dtype=np.float32)
         for o in range(r0, r1):
-            _decode_scalar_row(codes[o], book, row)
+            if codes.shape[1] != n_in:
+                _decode_nibble_row(codes[o], book, row)
+            else:
+                _decode_scalar_row(codes[o], book, row)
             for b in range(B):
                 s = dot(row, x[b], full)
                 for i in range(full * LANES, n_in):
                     s += row[i] * x[b, i]
                 out[b, o] += s
+        return
+    if codes.shape[1] != n_in:
+        _nibble_rows(x, codes, book, out, r0, r1)
         return
     entries = book.shape[0]
     for o in range(r0, r1):
@@ -340,8 +415,9 @@ def scalar_dot_parallel(x, codes, codebook, bias):  # pragma: no cover - compile
     permute_dot32 up to 2 * LANES, gather_dot for larger; for more than one input, the
     row decoded once into a buffer and simd.dot per input), then the inputs past the last
     whole LANES one by one; no dense matrix is written.  x : (B, n_in) float32; codes :
-    (rows, n_in) uint8/uint16, C-contiguous; codebook : (K,) float32; bias : (rows,) or
-    (0,) float32; returns out (B, rows)."""
+    (rows, n_in) uint8/uint16, or uint8 packed two to a byte (at most 16 entries; see
+    NIBBLE_GROUP), C-contiguous; codebook : (K,) float32; bias : (rows,) or (0,)
+    float32; returns out (B, rows)."""
     rows = codes.shape[0]
     out = _outputs(x.shape[0], rows, bias)
     book = _register_codebook(codebook)
@@ -543,21 +619,31 @@ def _register_codebook(codebook):  # pragma: no cover - compiled
     return padded
 
 
+@njit(cache=True, inline="never")
+def _decode_scalar_rows(codes, book, out, r0, r1):  # pragma: no cover - compiled
+    """Rows r0 .. r1-1 of decode_scalar_rows."""
+    packed = codes.shape[1] != out.shape[1]
+    for o in range(r0, r1):
+        if packed:
+            _decode_nibble_row(codes[o], book, out[o])
+        else:
+            _decode_scalar_row(codes[o], book, out[o])
+
+
 @njit(cache=True)
 def decode_scalar_rows(codes, codebook, out):  # pragma: no cover - compiled
     """Serial twin of decode_scalar_rows_parallel."""
-    book = _register_codebook(codebook)
-    for o in range(codes.shape[0]):
-        _decode_scalar_row(codes[o], book, out[o])
+    _decode_scalar_rows(codes, _register_codebook(codebook), out, 0, codes.shape[0])
 
 
 @njit(parallel=True, cache=True)
 def decode_scalar_rows_parallel(codes, codebook, out):  # pragma: no cover - compiled
     """out[o, i] = codebook[codes[o, i]] into a caller buffer (r, n_in) float32; codes
-    C-contiguous rows.  A codebook of up to LANES or 2 * LANES entries is held in
-    registers and indexed there, 2 * LANES codes at a time (simd.permute_set2,
-    permute_set32; a last LANES by permute_set or a gather), a larger one read by
-    gathers."""
+    C-contiguous rows, one code per element or packed two to a byte (as scalar_dot takes
+    them).  A codebook of up to LANES or 2 * LANES entries is held in registers and
+    indexed there, 2 * LANES codes at a time (simd.permute_set2, permute_set32; a last
+    LANES by permute_set or a gather), a larger one read by gathers."""
     book = _register_codebook(codebook)
-    for o in prange(codes.shape[0]):
-        _decode_scalar_row(codes[o], book, out[o])
+    rows = codes.shape[0]
+    for c in prange((rows + ROW_CHUNK - 1) // ROW_CHUNK):
+        _decode_scalar_rows(codes, book, out, c * ROW_CHUNK, min(rows, (c + 1) * ROW_CHUNK))

@@ -247,8 +247,14 @@ def _interleave(builder, a, b, width, high):
     return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, 2 * per), idx))
 
 
-def _plane_floats(builder, planes, cod_a):
-    """32 uint8 codes from cod_a decoded from the byte planes (``vpshufb`` per plane, for
+def _codes32(builder, cod_a):
+    """The 32 uint8 codes at cod_a as a <32 x i8> vector."""
+    return builder.load(builder.inttoptr(cod_a, ir.PointerType()),
+                        typ=ir.VectorType(ir.IntType(8), 32), align=1)
+
+
+def _plane_floats(builder, planes, c):
+    """32 uint8 codes (``c``, <32 x i8>) decoded from the byte planes (``vpshufb`` per plane, for
     32 entries each code's pick from the upper planes kept where it is 16 or more, then
     bytes and words interleaved): four <8 x float>, the q-th holding codes 4q .. 4q+3 and
     16+4q .. 16+4q+3 (the order x86's unpacks leave them in)."""
@@ -256,7 +262,6 @@ def _plane_floats(builder, planes, cod_a):
     v32b = ir.VectorType(i8, 32)
     pshufb = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v32b, [v32b, v32b]),
                                             "llvm.x86.avx2.pshuf.b")
-    c = builder.load(builder.inttoptr(cod_a, ir.PointerType()), typ=v32b, align=1)
     b = [builder.call(pshufb, [p, c]) for p in planes[:4]]  # from entries 0-15
     if len(planes) == 8:  # codes 16-31 take entries 16-31's planes (vpshufb reads 4 bits)
         upper = builder.icmp_unsigned(">", c, ir.Constant(v32b, [15] * 32))
@@ -286,7 +291,7 @@ def _plane_set(entries):
                 out = builder.add(dst_a, builder.mul(p.index, ir.Constant(i64, 8 * LANES)))
                 cod = builder.add(cod_a, builder.mul(p.index, ir.Constant(i64, 2 * LANES * bits // 8)))
                 if planes is not None:
-                    f = _plane_floats(builder, planes, cod)
+                    f = _plane_floats(builder, planes, _codes32(builder, cod))
                     for k, (a, b, high) in enumerate(((0, 1, 0), (2, 3, 0), (0, 1, 1), (2, 3, 1))):
                         idx = [4 * high + i for i in range(4)] + [8 + 4 * high + i for i in range(4)]
                         v = builder.shuffle_vector(f[a], f[b], ir.Constant(ir.VectorType(i32, 8), idx))
@@ -313,13 +318,67 @@ permute_set2 = _plane_set(LANES)
 permute_set32 = _plane_set(2 * LANES)
 
 
-def _plane_products(builder, planes, cod_a, x_a, acc):
-    """32 uint8 codes decoded by _plane_floats and multiplied into acc, four <8 x float>
-    running sums, each with the inputs of its codes (loaded four at a time)."""
+def _nibble_halves(builder, cod_a, g):
+    """Group g of codes packed two to a byte (lut.NIBBLE_GROUP) from one 32-byte load:
+    its codes 0-31 (the low four bits) and 32-63 (the high four), two <32 x i8>."""
+    v32b = ir.VectorType(ir.IntType(8), 32)
+    v = _codes32(builder, builder.add(cod_a, builder.mul(g, _i64(32))))
+    return (builder.and_(v, ir.Constant(v32b, [15] * 32)),
+            builder.lshr(v, ir.Constant(v32b, [4] * 32)))
+
+
+def _nibble_args_ok(dst_or_x, table, codes, n):
+    """Packed codes are uint8; uint16 arrays type too (their bytes read the same way), so
+    that a kernel branching on whether rows are packed compiles for 16-bit codes, which
+    are never packed."""
+    return _f32_arrays(dst_or_x, table) and _codes_type(codes) and isinstance(n, types.Integer)
+
+
+@intrinsic
+def nibble_set(typingctx, dst, table, codes, n):
+    """permute_set2 over n groups of 64 codes packed two to a byte: dst[l] = table[code l]
+    for l < 64n, table LANES floats.  Each 32-byte load gives a group's 64 codes by a mask
+    and a shift, decoded from the byte planes with AVX2, else through a 64-byte buffer,
+    LANES at a time (permute_set's pick)."""
+    if not _nibble_args_ok(dst, table, codes, n):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        dst_a, tab_a, cod_a = (_address(context, builder, t, v)
+                               for t, v in zip(sig.args[:3], args[:3]))
+        n = context.cast(builder, args[3], sig.args[3], types.int64)
+        isa = _isa(context)
+        planes = _byte_planes(builder, tab_a, LANES) if isa == "avx2" else None
+        buf = None if planes else builder.ptrtoint(
+            cgutils.alloca_once(builder, ir.ArrayType(ir.IntType(8), 64)), ir.IntType(64))
+        with cgutils.for_range(builder, n) as g:
+            out = builder.add(dst_a, builder.mul(g.index, _i64(256)))
+            for h, c in enumerate(_nibble_halves(builder, cod_a, g.index)):
+                if planes is None:
+                    builder.store(c, _vec_ptr(builder, buf, _i64(32 * h)), align=1)
+                    continue
+                f = _plane_floats(builder, planes, c)
+                for k, (a, b, high) in enumerate(((0, 1, 0), (2, 3, 0), (0, 1, 1), (2, 3, 1))):
+                    idx = [4 * high + i for i in range(4)] + [8 + 4 * high + i for i in range(4)]
+                    v = builder.shuffle_vector(f[a], f[b], ir.Constant(ir.VectorType(i32, 8), idx))
+                    builder.store(v, _vec_ptr(builder, out, _i64(128 * h + 32 * k)), align=4)
+            for k in range(0 if planes else 4):
+                got = _pick(builder, tab_a, builder.add(buf, _i64(LANES * k)), 8, isa, True)
+                builder.store(got, _vec_ptr(builder, out, _i64(4 * LANES * k)), align=4)
+        return context.get_dummy_value()
+
+    return types.void(dst, table, codes, n), codegen
+
+
+def _plane_products(builder, planes, c, x_a, acc):
+    """32 uint8 codes (``c``, <32 x i8>) decoded by _plane_floats and multiplied into acc,
+    four <8 x float> running sums, each with the inputs of its codes (loaded four at a
+    time)."""
     f32, i64 = ir.FloatType(), ir.IntType(64)
     v4f, v8f = ir.VectorType(f32, 4), ir.VectorType(f32, 8)
     fma = _fma(builder, v8f)
-    for q, w in enumerate(_plane_floats(builder, planes, cod_a)):
+    for q, w in enumerate(_plane_floats(builder, planes, c)):
         lo, hi = (builder.load(_vec_ptr(builder, x_a, ir.Constant(i64, 4 * (4 * q + 16 * h))),
                                typ=v4f, align=4) for h in (0, 1))
         xv = builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(ir.IntType(32), 8),
@@ -358,8 +417,9 @@ def _picked_dot(entries):
             def pair(i):  # groups i and i + 1
                 if register and isa == "avx2" and bits == 8:
                     planes = _byte_planes(builder, tab_a, entries)  # LLVM hoists it
-                    _plane_products(builder, planes, builder.add(cod_a, builder.mul(i, ir.Constant(i64, LANES))),
-                                    builder.add(x_a, builder.mul(i, ir.Constant(i64, 4 * LANES))), acc8)
+                    _plane_products(builder, planes, _codes32(builder, builder.add(
+                        cod_a, builder.mul(i, ir.Constant(i64, LANES)))),
+                        builder.add(x_a, builder.mul(i, ir.Constant(i64, 4 * LANES))), acc8)
                 else:
                     group(i, acc[0])
                     group(builder.add(i, ir.Constant(i64, 1)), acc[1])
@@ -449,6 +509,50 @@ def dot(typingctx, a, x, n):
 permute_dot = _picked_dot(LANES)
 permute_dot32 = _picked_dot(2 * LANES)
 gather_dot = _picked_dot(None)
+
+
+@intrinsic
+def nibble_dot(typingctx, table, codes, x, n):
+    """permute_dot over n groups of 64 codes packed two to a byte (lut.NIBBLE_GROUP): the
+    sum over i < 64n of table[code i] * x[i], table LANES floats.  Each 32-byte load gives
+    a group's 64 codes by a mask and a shift; they are decoded and multiplied as
+    permute_dot does the same codes unpacked (from the byte planes with AVX2, else through
+    a 64-byte buffer, LANES at a time), into the same running sums in the same order."""
+    if not _nibble_args_ok(x, table, codes, n):
+        return None
+
+    def codegen(context, builder, sig, args):
+        f32, i64 = ir.FloatType(), ir.IntType(64)
+        vf, v8f = ir.VectorType(f32, LANES), _V8F
+        tab_a, cod_a, x_a = (_address(context, builder, t, v)
+                             for t, v in zip(sig.args[:3], args[:3]))
+        n = context.cast(builder, args[3], sig.args[3], types.int64)
+        isa, fma = _isa(context), _fma(builder, vf)
+        acc = [cgutils.alloca_once_value(builder, ir.Constant(vf, [0.0] * LANES))
+               for _ in range(2)]
+        acc8 = [cgutils.alloca_once_value(builder, ir.Constant(v8f, [0.0] * 8))
+                for _ in range(4)]
+        planes = _byte_planes(builder, tab_a, LANES) if isa == "avx2" else None
+        buf = None if planes else builder.ptrtoint(
+            cgutils.alloca_once(builder, ir.ArrayType(ir.IntType(8), 64)), i64)
+        with cgutils.for_range(builder, n) as g:
+            xg = builder.add(x_a, builder.mul(g.index, _i64(256)))
+            for h, c in enumerate(_nibble_halves(builder, cod_a, g.index)):
+                if planes:
+                    _plane_products(builder, planes, c, builder.add(xg, _i64(128 * h)), acc8)
+                else:
+                    builder.store(c, _vec_ptr(builder, buf, _i64(32 * h)), align=1)
+            for k in range(0 if planes else 4):  # LANES codes at a time, alternate sums
+                w = _pick(builder, tab_a, builder.add(buf, _i64(LANES * k)), 8, isa, True)
+                xv = builder.load(_vec_ptr(builder, xg, _i64(4 * LANES * k)), typ=vf, align=4)
+                a = acc[k % 2]
+                builder.store(builder.call(fma, [w, xv, builder.load(a)]), a)
+        sums8 = builder.fadd(builder.fadd(builder.load(acc8[0]), builder.load(acc8[1])),
+                             builder.fadd(builder.load(acc8[2]), builder.load(acc8[3])))
+        return _halving_sum(builder, builder.fadd(builder.load(acc[0]), builder.load(acc[1])),
+                            sums8)
+
+    return types.float32(table, codes, x, n), codegen
 
 
 def _row_sums8(builder, vecs):

@@ -10,7 +10,9 @@
   and multiplied with the input block by block ("codewords", CODEWORD_ROWS_PER_ENTRY);
 - scalar (k-means) codes: per output row, its codes decoded in registers (16 or 32 at a
   time) and multiplied into running sums with the input; at batch 1 no decoded row is
-  stored, above it one row at a time, in L1, serves every input;
+  stored, above it one row at a time, in L1, serves every input.  Codes of at most 16
+  entries are held two to a byte (``pack_nibbles``: 4 bits per weight held, not 8) and
+  decoded from the packed bytes;
 - pruned codes, held as compressed sparse rows where that takes fewer bytes than every
   code (few weights kept): per output row, a gather over its kept entries (pruned
   weights are absent, so a NaN input reaches only the rows that keep a weight on it,
@@ -52,7 +54,7 @@ from ..errors import InputError
 # the others; runs T-V in docs/benchmarks.md), where its earlier kernel, bins per
 # codeword, lost from batch 1.
 # Pruned layers are held as sparse rows only where that takes fewer bytes than every code
-# (below about a fifth of the weights kept; LUTLinear's ``sparse``), and those keep their
+# (below about a fifth of the weights kept, a tenth for codes held two to a byte; LUTLinear's ``sparse``), and those keep their
 # gather, whose work scales with the kept weights: with 10% kept it beat the tiled path
 # up to batch 64 on three of four shapes (from 64 on 4096x4096), while with 30% kept the
 # tiled path won from batch 2 (benchmarks/bench_kernel_parts.py --part 6, one run).
@@ -174,6 +176,19 @@ def chunk_codes(codes: np.ndarray, chunk: int) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(nr, LANES, nc, chunk).transpose(2, 0, 3, 1))
 
 
+def pack_nibbles(codes: np.ndarray) -> np.ndarray:
+    """(rows, n) codes below 16 -> (rows, n // 64 * 32 + n % 64) uint8, two codes to a byte
+    (lut.NIBBLE_GROUP): in each group of 64, code i in the low four bits of byte i and code
+    i + 32 in the high four, so that one 32-byte load and a shift or a mask give 32 codes
+    in order; the last n % 64 codes a byte each."""
+    rows, n = codes.shape
+    g, half = lut.NIBBLE_GROUP, lut.NIBBLE_GROUP // 2
+    whole = n // g * g
+    grouped = codes[:, :whole].astype(np.uint8).reshape(rows, -1, 2, half)
+    packed = (grouped[:, :, 0] | (grouped[:, :, 1] << 4)).reshape(rows, -1)
+    return np.ascontiguousarray(np.concatenate([packed, codes[:, whole:].astype(np.uint8)], 1))
+
+
 _FLOAT32 = np.dtype(np.float32)
 
 
@@ -210,6 +225,15 @@ def _csr_nbytes(codes: np.ndarray) -> int:
     return (codes.shape[0] + 1) * 8 + int(np.count_nonzero(codes)) * (4 + codes.itemsize)
 
 
+def _kmeans_codes_nbytes(codes: np.ndarray, entries: int) -> int:
+    """Bytes of (rows, n) codes of ``entries`` codewords held as every code, as LUTLinear
+    holds k-means codes: two to a byte (pack_nibbles) for at most 16 entries."""
+    if entries > 16 or codes.itemsize > 1:
+        return int(codes.nbytes)
+    rows, n = codes.shape
+    return rows * (n // lut.NIBBLE_GROUP * (lut.NIBBLE_GROUP // 2) + n % lut.NIBBLE_GROUP)
+
+
 class LUTLinear:
     """y = x @ W.T + b from a compressed weight (a CompressedTensor of rank 2).
 
@@ -223,7 +247,8 @@ class LUTLinear:
     sparse : bool, optional, for a pruned weight: hold its kept codes as compressed sparse
         rows (True) or every code, pruned ones as code 0 for 0.0, as a k-means layer does
         (False).  By default, whichever holds fewer bytes: the rows' column indices take 4
-        bytes per kept weight, so below about one weight kept in five.  A NaN input then
+        bytes per kept weight, so below about one weight kept in five (in ten for codes
+        of at most 16 entries, held two to a byte).  A NaN input then
         reaches only the rows that keep a weight on it; with every code it reaches every
         row, as in ``x @ dense_weight().T``.
     """
@@ -239,7 +264,8 @@ class LUTLinear:
         if tensor.index_bits:
             codes = tensor.codes.reshape(self.out_features, -1)
             if sparse is None:
-                sparse = _csr_nbytes(codes) < codes.nbytes
+                entries = len(tensor.quantizer.codebook_)
+                sparse = _csr_nbytes(codes) < _kmeans_codes_nbytes(codes, entries)
             if sparse:
                 self.kind = "sparse"
         self.bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
@@ -287,8 +313,12 @@ class LUTLinear:
             self._codewords = (d == 8 and self.stages <= 4 and self.out_features
                                < CODEWORD_ROWS_PER_ENTRY * K * self.stages)
         elif self.kind == "kmeans":
-            self.codes = np.ascontiguousarray(tensor.codes.reshape(self.out_features, -1))
             self.codebook = np.ascontiguousarray(self.quantizer.codebook_, dtype=np.float32)
+            codes = tensor.codes.reshape(self.out_features, -1)
+            # up to 16 entries: two codes to a byte (half the bytes to hold and to read;
+            # the kernels decode the packed bytes in place)
+            self.codes = (pack_nibbles(codes) if self.codebook.shape[0] <= 16
+                          else np.ascontiguousarray(codes))
         elif self.kind == "sparse":
             dense_codes = tensor.codes.reshape(self.out_features, -1)
             rows, cols = np.nonzero(dense_codes)
@@ -382,7 +412,9 @@ class LUTLinear:
             path = self._lookup_path(B)
         # the batch-major kernel's work is that of whole blocks of BATCH inputs
         work = -(-B // lut.BATCH) * lut.BATCH if path == "batch lookup" else B
-        par = work * self.codes.size >= PARALLEL_WORK
+        # k-means codes may be packed two to a byte: their work is one per weight
+        per_input = self.n_weights if self.kind == "kmeans" else self.codes.size
+        par = work * per_input >= PARALLEL_WORK
         bias = self._bias_arg
         if self.kind in ("pq", "rq"):  # rows come in blocks of LANES, padded
             # asked only when needed: a call to it costs more than a small kernel's dispatch
