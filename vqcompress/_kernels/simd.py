@@ -274,6 +274,16 @@ def _plane_floats(builder, planes, c):
             for j in range(2) for high in (False, True)]
 
 
+def _store_plane_floats(builder, f, out):
+    """_plane_floats' four <8 x float> stored at address ``out`` (an i64 value) as the 32
+    floats of their codes in order (each pair's 128-bit halves put back in order)."""
+    i32 = ir.IntType(32)
+    for k, (a, b, high) in enumerate(((0, 1, 0), (2, 3, 0), (0, 1, 1), (2, 3, 1))):
+        idx = [4 * high + i for i in range(4)] + [8 + 4 * high + i for i in range(4)]
+        v = builder.shuffle_vector(f[a], f[b], ir.Constant(ir.VectorType(i32, 8), idx))
+        builder.store(v, _vec_ptr(builder, out, ir.Constant(ir.IntType(64), 32 * k)), align=4)
+
+
 def _plane_set(entries):
     @intrinsic
     def plane_set(typingctx, dst, table, codes, n):
@@ -281,7 +291,7 @@ def _plane_set(entries):
             return None
 
         def codegen(context, builder, sig, args):
-            i32, i64 = ir.IntType(32), ir.IntType(64)
+            i64 = ir.IntType(64)
             dst_a, tab_a, cod_a = (_address(context, builder, t, v)
                                    for t, v in zip(sig.args[:3], args[:3]))
             n = context.cast(builder, args[3], sig.args[3], types.int64)
@@ -291,11 +301,8 @@ def _plane_set(entries):
                 out = builder.add(dst_a, builder.mul(p.index, ir.Constant(i64, 8 * LANES)))
                 cod = builder.add(cod_a, builder.mul(p.index, ir.Constant(i64, 2 * LANES * bits // 8)))
                 if planes is not None:
-                    f = _plane_floats(builder, planes, _codes32(builder, cod))
-                    for k, (a, b, high) in enumerate(((0, 1, 0), (2, 3, 0), (0, 1, 1), (2, 3, 1))):
-                        idx = [4 * high + i for i in range(4)] + [8 + 4 * high + i for i in range(4)]
-                        v = builder.shuffle_vector(f[a], f[b], ir.Constant(ir.VectorType(i32, 8), idx))
-                        builder.store(v, _vec_ptr(builder, out, ir.Constant(i64, 32 * k)), align=4)
+                    _store_plane_floats(builder, _plane_floats(builder, planes,
+                                                               _codes32(builder, cod)), out)
                 else:
                     for h in range(2):
                         got = _pick(builder, tab_a, builder.add(
@@ -344,7 +351,6 @@ def nibble_set(typingctx, dst, table, codes, n):
         return None
 
     def codegen(context, builder, sig, args):
-        i32 = ir.IntType(32)
         dst_a, tab_a, cod_a = (_address(context, builder, t, v)
                                for t, v in zip(sig.args[:3], args[:3]))
         n = context.cast(builder, args[3], sig.args[3], types.int64)
@@ -358,11 +364,8 @@ def nibble_set(typingctx, dst, table, codes, n):
                 if planes is None:
                     builder.store(c, _vec_ptr(builder, buf, _i64(32 * h)), align=1)
                     continue
-                f = _plane_floats(builder, planes, c)
-                for k, (a, b, high) in enumerate(((0, 1, 0), (2, 3, 0), (0, 1, 1), (2, 3, 1))):
-                    idx = [4 * high + i for i in range(4)] + [8 + 4 * high + i for i in range(4)]
-                    v = builder.shuffle_vector(f[a], f[b], ir.Constant(ir.VectorType(i32, 8), idx))
-                    builder.store(v, _vec_ptr(builder, out, _i64(128 * h + 32 * k)), align=4)
+                _store_plane_floats(builder, _plane_floats(builder, planes, c),
+                                    builder.add(out, _i64(128 * h)))
             for k in range(0 if planes else 4):
                 got = _pick(builder, tab_a, builder.add(buf, _i64(LANES * k)), 8, isa, True)
                 builder.store(got, _vec_ptr(builder, out, _i64(4 * LANES * k)), align=4)
@@ -425,14 +428,20 @@ def _picked_dot(entries):
                     group(builder.add(i, ir.Constant(i64, 1)), acc[1])
 
             _in_pairs(builder, n, pair, lambda i: group(i, acc[0]))
-            planes = builder.fadd(  # the byte planes' four sums (zeros on the other paths)
-                builder.fadd(builder.load(acc8[0]), builder.load(acc8[1])),
-                builder.fadd(builder.load(acc8[2]), builder.load(acc8[3])))
-            return _halving_sum(builder, builder.fadd(builder.load(acc[0]), builder.load(acc[1])),
-                                planes)
+            return _dot_total(builder, acc, acc8)
 
         return types.float32(table, codes, x, n), codegen
     return picked_dot
+
+
+def _dot_total(builder, acc, acc8):
+    """A dot product's float32 total from its running sums: two <LANES x float> (``acc``,
+    the picks' paths) and four <8 x float> (``acc8``, the byte planes'; zeros on the other
+    paths), each set added in a fixed order, then halved (_halving_sum)."""
+    planes = builder.fadd(builder.fadd(builder.load(acc8[0]), builder.load(acc8[1])),
+                          builder.fadd(builder.load(acc8[2]), builder.load(acc8[3])))
+    return _halving_sum(builder, builder.fadd(builder.load(acc[0]), builder.load(acc[1])),
+                        planes)
 
 
 def _in_pairs(builder, n, pair, last):
@@ -547,10 +556,7 @@ def nibble_dot(typingctx, table, codes, x, n):
                 xv = builder.load(_vec_ptr(builder, xg, _i64(4 * LANES * k)), typ=vf, align=4)
                 a = acc[k % 2]
                 builder.store(builder.call(fma, [w, xv, builder.load(a)]), a)
-        sums8 = builder.fadd(builder.fadd(builder.load(acc8[0]), builder.load(acc8[1])),
-                             builder.fadd(builder.load(acc8[2]), builder.load(acc8[3])))
-        return _halving_sum(builder, builder.fadd(builder.load(acc[0]), builder.load(acc[1])),
-                            sums8)
+        return _dot_total(builder, acc, acc8)
 
     return types.float32(table, codes, x, n), codegen
 
