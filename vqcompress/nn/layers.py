@@ -54,10 +54,11 @@ from ..errors import InputError
 # the others; runs T-V in docs/benchmarks.md), where its earlier kernel, bins per
 # codeword, lost from batch 1.
 # Pruned layers are held as sparse rows only where that takes fewer bytes than every code
-# (below about a fifth of the weights kept, a tenth for codes held two to a byte; LUTLinear's ``sparse``), and those keep their
-# gather, whose work scales with the kept weights: with 10% kept it beat the tiled path
-# up to batch 64 on three of four shapes (from 64 on 4096x4096), while with 30% kept the
-# tiled path won from batch 2 (benchmarks/bench_kernel_parts.py --part 6, one run).
+# (below about a fifth of the weights kept, a tenth for codes held two to a byte;
+# LUTLinear's ``sparse``), and those keep their gather, whose work scales with the kept
+# weights: with 10% kept it beat the tiled path up to batch 64 on three of four shapes
+# (from 64 on 4096x4096), while with 30% kept the tiled path won from batch 2
+# (benchmarks/bench_kernel_parts.py --part 6, one run).
 # Pruned layers held as every code run as k-means layers.
 CROSSOVER = {"pq": ((0, 16), (4, 1 << 30)), "rq": ((0, 8), (2, 32)), "kmeans": ((0, 8),),
              "sparse": ((0, 1 << 30),), "uniform": ((0, 1),), "raw": ((0, 1),),
@@ -225,10 +226,16 @@ def _csr_nbytes(codes: np.ndarray) -> int:
     return (codes.shape[0] + 1) * 8 + int(np.count_nonzero(codes)) * (4 + codes.itemsize)
 
 
+def _packs_nibbles(entries: int) -> bool:
+    """Whether LUTLinear holds k-means codes of ``entries`` codewords two to a byte
+    (pack_nibbles): at most 16, so that a code fits in four bits."""
+    return entries <= 16
+
+
 def _kmeans_codes_nbytes(codes: np.ndarray, entries: int) -> int:
     """Bytes of (rows, n) codes of ``entries`` codewords held as every code, as LUTLinear
-    holds k-means codes: two to a byte (pack_nibbles) for at most 16 entries."""
-    if entries > 16 or codes.itemsize > 1:
+    holds k-means codes (pack_nibbles' width where they are packed)."""
+    if not _packs_nibbles(entries):
         return int(codes.nbytes)
     rows, n = codes.shape
     return rows * (n // lut.NIBBLE_GROUP * (lut.NIBBLE_GROUP // 2) + n % lut.NIBBLE_GROUP)
@@ -317,7 +324,7 @@ class LUTLinear:
             codes = tensor.codes.reshape(self.out_features, -1)
             # up to 16 entries: two codes to a byte (half the bytes to hold and to read;
             # the kernels decode the packed bytes in place)
-            self.codes = (pack_nibbles(codes) if self.codebook.shape[0] <= 16
+            self.codes = (pack_nibbles(codes) if _packs_nibbles(self.codebook.shape[0])
                           else np.ascontiguousarray(codes))
         elif self.kind == "sparse":
             dense_codes = tensor.codes.reshape(self.out_features, -1)
