@@ -130,7 +130,8 @@ def test_unprofitable_and_constant_tensors_stay_raw():
     w = {"small": np.linspace(-1, 1, 400).astype(np.float16).reshape(20, 20),
          "const": np.ones((40, 40), np.float32),
          "mat": np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)}
-    with pytest.warns(UserWarning, match="'const'.*stored raw"):
+    with pytest.warns(UserWarning, match="'const': W: 1 distinct value, fewer than the 256 "
+                                         "codewords.*stored raw"):
         model = vq.compress(w, method="kmeans", bits=8, min_elements=16)
     # 400 one-byte codes + a 512-byte codebook outweigh 800 bytes of float16
     assert model["small"].method == "raw"

@@ -234,11 +234,30 @@ def test_bad_weights_are_clear_errors(make, bad, match):
         make().fit(bad)
 
 
-@pytest.mark.parametrize("make", ALL[:3])
-def test_fewer_distinct_values_than_codewords(make):
+@pytest.mark.parametrize("make, match", [
+    (ALL[0], "W: 2 distinct values, fewer than the 16 codewords"),
+    (ALL[1], "W: 32 blocks of 2 hold 2 distinct vectors, fewer than the 16 codewords"),
+    (ALL[2], "W: 32 blocks of 2 hold 2 distinct vectors, fewer than the 16 codewords"),
+    (lambda b: vq.ProductQuantizer(2, b, codebook_per_block=True),
+     "W, block column 0: 8 blocks of 2 hold 2 distinct vectors"),
+    (lambda b: vq.KMeansQuantizer(b, zero_codeword=True),
+     "W: 1 distinct nonzero value, fewer than the 15 codewords"),
+])
+def test_fewer_distinct_values_than_codewords(make, match):
+    """The error counts what the codebook was short of, in the quantizer's terms."""
     W = np.tile(np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float32), (4, 4))
-    with pytest.raises(InputError, match="distinct|fewer"):
+    with pytest.raises(InputError, match=match):
         make(4).fit(W)
+
+
+def test_too_few_distinct_residuals_name_the_stage():
+    # 20 distinct blocks for 16 stage-1 codewords: at least 12 of them get a codeword to
+    # themselves and leave a zero residual, so stage 2 sees at most 9 distinct vectors
+    blocks = np.random.default_rng(0).normal(size=(20, 2)).astype(np.float32)
+    W = np.tile(blocks.reshape(1, -1), (3, 1))
+    with pytest.raises(InputError, match="residuals after stage 1 of 2: 60 blocks of 2 hold "
+                                         "[1-9] distinct vectors, fewer than the 16"):
+        vq.ResidualQuantizer(2, 4, 2).fit(W)
 
 
 @pytest.mark.parametrize("make", ALL)

@@ -6,7 +6,7 @@ from sklearn.base import BaseEstimator
 
 from .._validation import as_float_array, check_choice, check_int
 from ..coding.bitpack import code_dtype, packed_bytes  # noqa: F401  (re-exported)
-from ..errors import InputError
+from ..errors import InputError, TooFewValuesError
 
 CODEBOOK_DTYPES = ("float32", "float16")
 
@@ -64,17 +64,26 @@ class BaseQuantizer(BaseEstimator):
         return (self._check_n_bits(), check_int(self.block_size, name="block_size", low=1),
                 check_int(self.max_iter, name="max_iter", low=1), self._check_codebook_dtype())
 
-    def _train_codebook(self, X, k, max_iter, rng, *, sample=True) -> np.ndarray:
+    def _train_codebook(self, X, k, max_iter, rng, *, sample=True, what="W") -> np.ndarray:
         """k centers (k, d) by Lloyd on the rows of X (a random sample of at most
-        k * max_points_per_centroid of them when ``sample``)."""
+        k * max_points_per_centroid of them when ``sample``).  Too few distinct rows for
+        k codewords raise TooFewValuesError counting them, with ``what`` saying whose
+        blocks they are (the pipeline then stores the tensor raw and warns with it)."""
         from ..cluster import _check_enough_points, _lloyd
 
         if sample:
             X = training_sample(X, k, self.max_points_per_centroid, rng)
         X = np.ascontiguousarray(X)
         w = np.ones(X.shape[0])
-        _check_enough_points(w, k)
-        return _lloyd(X, w, k, self.init, max_iter, float(self.tol), rng).centers
+        try:
+            _check_enough_points(w, k)
+            return _lloyd(X, w, k, self.init, max_iter, float(self.tol), rng).centers
+        except TooFewValuesError:
+            distinct = np.unique(X, axis=0).shape[0]
+            raise TooFewValuesError(
+                f"{what}: {X.shape[0]} blocks of {X.shape[1]} hold {distinct} distinct "
+                f"{'vector' if distinct == 1 else 'vectors'}, fewer than the {k} codewords "
+                f"asked for (use fewer bits)") from None
 
     def _check_codebook_dtype(self) -> np.dtype:
         return np.dtype(check_choice(self.codebook_dtype, name="codebook_dtype",

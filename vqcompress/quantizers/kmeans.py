@@ -75,11 +75,17 @@ class KMeansQuantizer(BaseQuantizer):
             k -= 1
             if not (w > 0).any():
                 raise TooFewValuesError("W: no nonzero weights to learn a codebook from")
-        if self.init == "optimal":
-            res = kmeans_1d_optimal(x, k, w)
-        else:
-            res = _kmeans_sorted(x, w, k, self.init, max_iter, float(self.tol),
-                                 rng_from(self.random_state))
+        try:
+            if self.init == "optimal":
+                res = kmeans_1d_optimal(x, k, w)
+            else:
+                res = _kmeans_sorted(x, w, k, self.init, max_iter, float(self.tol),
+                                     rng_from(self.random_state))
+        except TooFewValuesError:
+            distinct = np.unique(x[w > 0]).size
+            kind = ("nonzero " if zero else "") + ("value" if distinct == 1 else "values")
+            raise TooFewValuesError(f"W: {distinct} distinct {kind}, fewer than the {k} "
+                                    f"codewords asked for (use fewer bits)") from None
         book = np.sort(res.centers.astype(cb_dtype))
         if self.entropy_lambda:
             book, self.code_lengths_, self.penalty_ = ecsq.fit(

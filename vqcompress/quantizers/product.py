@@ -68,7 +68,9 @@ class ProductQuantizer(BlockQuantizer):
         rng = rng_from(self.random_state)
         groups = [blocks[:, j, :] for j in range(nb)] if self.codebook_per_block \
             else [blocks.reshape(-1, d)]
-        books = [self._train_codebook(X, k, max_iter, rng) for X in groups]
+        books = [self._train_codebook(X, k, max_iter, rng,
+                                      what=f"W, block column {j}" if len(groups) > 1 else "W")
+                 for j, X in enumerate(groups)]
         self.codebooks_ = np.stack(books).astype(cb_dtype)
         self.in_features_ = Wm.shape[1]
         self.n_blocks_ = nb

@@ -71,7 +71,9 @@ class ResidualQuantizer(BlockQuantizer):
         books = np.zeros((n_stages, k, d), dtype=np.float32)
         residual = X
         for s in range(n_stages):
-            books[s] = self._train_codebook(residual, k, max_iter, rng, sample=False)
+            what = "W" if s == 0 else f"W's residuals after stage {s} of {n_stages}"
+            books[s] = self._train_codebook(residual, k, max_iter, rng, sample=False,
+                                            what=what)
             codes, errs = _beam_encode(X, books[: s + 1], beam)
             residual = X - _reconstruct(books[: s + 1], codes)
         err = errs.sum()
