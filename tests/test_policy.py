@@ -64,6 +64,17 @@ def test_process_pool_gives_the_same_file(tmp_path, monkeypatch):
     assert serial.read_bytes() == parallel.read_bytes()
 
 
+def test_warnings_from_worker_processes_reach_the_caller(tmp_path):
+    src = tmp_path / "w.npz"
+    np.savez(src, const=np.ones((40, 40), np.float32),
+             mat=np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32))
+    with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool, \
+            pytest.warns(UserWarning, match="'const': W: 1 distinct value, .*stored raw"):
+        model = vq.compress(str(src), executor=pool, method="kmeans", bits=4,
+                            min_elements=16)
+    assert model["const"].method == "raw" and model["mat"].method == "kmeans"
+
+
 def test_executor_needs_a_path():
     with cf.ThreadPoolExecutor(1) as pool, pytest.raises(InputError, match="path"):
         vq.compress({"w": np.ones((40, 40), np.float32)}, executor=pool)

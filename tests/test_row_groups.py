@@ -126,6 +126,18 @@ def test_round_trip_layers_and_honest_size(tmp_path):
     np.testing.assert_array_equal(lin.dense_weight(), dense)
 
 
+def test_members_warnings_name_the_member():
+    W = np.tile(np.float32([1, 2, 3, 4]), (300, 8))  # 4 distinct values, 1 distinct block
+    with pytest.warns(UserWarning) as said:
+        t = vq.compress({"t.weight": W}, policy=[COLD, HOT],
+                        calibration={"t.weight": zipf_counts()})["t.weight"]
+    text = [str(w.message) for w in said]
+    assert any("'t.weight#hot': W: 4 distinct values, fewer than the 32" in m for m in text)
+    assert any("'t.weight#cold': W: 1040 blocks of 8 hold 1 distinct vector, fewer than "
+               "the 64" in m for m in text)
+    np.testing.assert_array_equal(t.decompress(), W)
+
+
 @settings(max_examples=15, deadline=None)
 @given(rows=st.integers(2, 60), hot=st.integers(1, 70), seed=st.integers(0, 2**16),
        cold=st.sampled_from(["method:kmeans,bits:2", "skip", "method:uniform,bits:3"]))

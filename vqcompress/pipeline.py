@@ -414,7 +414,7 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
     if target_bits_per_weight is not None:
         out = _allocated(src, path, plans, stats, target_bits_per_weight, candidates,
                          sensitivity or {}, executor, progress)
-        return CompressedModel(out, source_bytes=source_bytes)
+        return _warned(CompressedModel(out, source_bytes=source_bytes))
     if executor is None:
         out = {}
         for name in src:
@@ -422,7 +422,7 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
             if progress:
                 progress(name, arr.size)
             out[name] = _compress_one(name, src, path, arr, plans[name], stats.get(name))
-        return CompressedModel(out, source_bytes=source_bytes)
+        return _warned(CompressedModel(out, source_bytes=source_bytes))
     futures = {name: executor.submit(compress_task, path, name, plans[name], stats.get(name))
                for name in src}
     out = {}
@@ -430,7 +430,16 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
         if progress:
             progress(name, int(np.prod(src.shape(name))))
         out[name] = fut.result()
-    return CompressedModel(out, source_bytes=source_bytes)
+    return _warned(CompressedModel(out, source_bytes=source_bytes))
+
+
+def _warned(model: CompressedModel) -> CompressedModel:
+    """``model``, once the warnings its tensors carry are given in the caller's process
+    (a tensor compressed by a worker process carries them back with it)."""
+    for t in model.tensors.values():
+        for message in t.info.get("warnings", ()):
+            warnings.warn(message, stacklevel=3)
+    return model
 
 
 def worker_pool(jobs: int):
@@ -680,8 +689,8 @@ def _compress_one(name, src, path, arr, o, stats=None) -> CompressedTensor:
         else:
             codes = q.fit_encode(target)
     except TooFewValuesError as exc:
-        warnings.warn(f"tensor {name!r}: {exc}; stored raw", stacklevel=3)
         raw.info["raw_reason"] = "too few distinct values"
+        raw.info["warnings"] = [f"tensor {name!r}: {exc}; stored raw"]
         return raw
     except VQCompressError as exc:
         raise type(exc)(f"tensor {name!r}: {exc}") from None
@@ -719,6 +728,9 @@ def _row_groups(name, arr, o, counts, raw) -> CompressedTensor:
                          groups=groups, members=members)
     t.info["groups"] = {"coding": coding, **streams.stats(groups, 1, stream)}
     t.info["sqnr_db"] = _sqnr_db(arr, t.decompress())
+    said = [w for m in members for w in m.info.get("warnings", ())]
+    if said:  # the members' warnings, whichever of t and raw is kept
+        t.info["warnings"] = raw.info["warnings"] = said
     if t.nbytes < raw.nbytes:
         return t
     raw.info["raw_reason"] = "no gain"
