@@ -290,6 +290,15 @@ def test_cli_refuses_existing_output_and_input_as_output(tmp_path, capsys):
     assert src.read_bytes() == open(EXAMPLE, "rb").read()
 
 
+def test_cli_prints_warnings_as_one_line(tmp_path, capsys):
+    src = tmp_path / "w.npz"
+    np.savez(src, const=np.ones((40, 40), np.float32))
+    assert cli(["compress", str(src), str(tmp_path / "w.vqz"), "--min-elements", "16"]) == 0
+    err = capsys.readouterr().err
+    assert "vqcompress: warning: tensor 'const': W: 1 distinct value, " in err
+    assert "UserWarning" not in err and "cli.py" not in err
+
+
 def test_cli_reports_errors_cleanly(tmp_path, capsys):
     bad = tmp_path / "bad.vqz"
     bad.write_bytes(b"\x01\x00\x00\x00\x00\x00\x00\x00{")

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+import warnings
 
 from . import __version__
 from .allocate import DEFAULT_CANDIDATES
@@ -352,16 +353,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line for a command's user (not Python's file, line and source)."""
+    print(f"vqcompress: warning: {message}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except VQCompressError as exc:
-        print(f"vqcompress: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"vqcompress: error: {exc}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return args.func(args)
+        except (VQCompressError, OSError) as exc:
+            print(f"vqcompress: error: {exc}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":
