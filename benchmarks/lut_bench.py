@@ -15,7 +15,9 @@ cache, its threads awake).  "speed vs BLAS" > 1 means faster than BLAS.  "path" 
 the layer ran (``LUTLinear.path``).  Also measures the dispatch crossovers: the batch
 from which the PQ/RQ lookup with batch-major tables beats the kernel the layer runs at
 batch 1, and the batch from which the tiled BLAS path beats the lookup the layer would
-run.
+run.  Last, batch 1 on one core each: BLAS limited to one thread (threadpoolctl) and
+the layer's kernels to one (numba.set_num_threads), in turn: where the first table's
+ratio is under 1 and this one's is not, BLAS won with its second core.
 
     python benchmarks/lut_bench.py [--quick]
 """
@@ -23,7 +25,9 @@ import _harness  # noqa: F401  (first: pins thread counts before numba, BLAS, fa
 
 import argparse
 
+import numba
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import vqcompress as vq
 from _harness import best_of_each, header, table
@@ -81,7 +85,7 @@ def main():
     args = ap.parse_args()
     header("Lookup-table inference vs BLAS x @ W.T")
     rng = np.random.default_rng(0)
-    rows, crossover_rows = [], []
+    rows, crossover_rows, one_core_rows = [], [], []
     for out, n_in in SHAPES[:3] if args.quick else SHAPES:
         W = rng.normal(size=(out, n_in)).astype(np.float32)
         reps = 30 if out * n_in < 2e6 else 7
@@ -103,6 +107,8 @@ def main():
                              "speed vs BLAS alone": t_alone / t_disp,
                              "MB read (BLAS / lookup)":
                                  f"{W.nbytes / 1e6:.2f} / {lookup_bytes(layer, B) / 1e6:.2f}"})
+            one_core_rows.append(one_core(layer, W, rng, reps) | {
+                "shape": f"{out}x{n_in}", "config": cname})
             # crossovers: from which batch the batch-major lookup beats the per-input one,
             # and the tiled path the lookup the layer would run
             cross = {"shape": f"{out}x{n_in}", "config": cname}
@@ -122,6 +128,25 @@ def main():
     table(crossover_rows, ["shape", "config",
                            "batch-major lookup beats the batch-1 kernel from batch",
                            "tiled beats the lookup from batch"])
+    print("Batch 1 on one core each (BLAS and the layer's kernels limited to one thread), in "
+          "turn:\n")
+    table(one_core_rows, ["shape", "config", "path", "BLAS 1 thread us", "layer 1 thread us",
+                          "speed vs BLAS, one core each"])
+
+
+def one_core(layer, W, rng, reps):
+    """Batch 1 with BLAS and the layer on one thread each, timed in turn."""
+    x = rng.normal(size=(1, W.shape[1])).astype(np.float32)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            t = best_of_each({"blas": lambda: x @ W.T, "layer": lambda: layer(x)}, reps)
+    finally:
+        numba.set_num_threads(threads)
+    return {"path": layer.path(1), "BLAS 1 thread us": t["blas"] * 1e6,
+            "layer 1 thread us": t["layer"] * 1e6,
+            "speed vs BLAS, one core each": t["blas"] / t["layer"]}
 
 
 if __name__ == "__main__":
