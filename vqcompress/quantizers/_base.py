@@ -22,6 +22,12 @@ def as_matrix(W, *, name: str = "W") -> np.ndarray:
     return W.reshape(1, -1) if W.ndim == 1 else W.reshape(W.shape[0], -1)
 
 
+def too_few_distinct(where: str, n: int, noun: str, k: int) -> TooFewValuesError:
+    """The error for a codebook of k entries fitted to only n distinct ``noun``s."""
+    return TooFewValuesError(f"{where} {n} distinct {noun}{'' if n == 1 else 's'}, fewer "
+                             f"than the {k} codewords asked for (use fewer bits)")
+
+
 def check_codes(codes, *, n_entries: int, shape: tuple | None = None,
                 name: str = "codes") -> np.ndarray:
     """Validate codes before they index a codebook: integer dtype, shape, range.
@@ -79,11 +85,8 @@ class BaseQuantizer(BaseEstimator):
             _check_enough_points(w, k)
             return _lloyd(X, w, k, self.init, max_iter, float(self.tol), rng).centers
         except TooFewValuesError:
-            distinct = np.unique(X, axis=0).shape[0]
-            raise TooFewValuesError(
-                f"{what}: {X.shape[0]} blocks of {X.shape[1]} hold {distinct} distinct "
-                f"{'vector' if distinct == 1 else 'vectors'}, fewer than the {k} codewords "
-                f"asked for (use fewer bits)") from None
+            raise too_few_distinct(f"{what}: {X.shape[0]} blocks of {X.shape[1]} hold",
+                                   np.unique(X, axis=0).shape[0], "vector", k) from None
 
     def _check_codebook_dtype(self) -> np.dtype:
         return np.dtype(check_choice(self.codebook_dtype, name="codebook_dtype",

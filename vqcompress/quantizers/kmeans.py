@@ -8,7 +8,7 @@ from .._kernels.kmeans1d import label_by_midpoints
 from .._validation import as_float_array, as_sample_weight, check_choice, check_int, rng_from
 from ..cluster import INITS, _kmeans_sorted, kmeans_1d_optimal
 from ..errors import InputError, TooFewValuesError
-from ._base import BaseQuantizer, check_codes, code_dtype, restore_check
+from ._base import BaseQuantizer, check_codes, code_dtype, restore_check, too_few_distinct
 
 
 class KMeansQuantizer(BaseQuantizer):
@@ -82,10 +82,8 @@ class KMeansQuantizer(BaseQuantizer):
                 res = _kmeans_sorted(x, w, k, self.init, max_iter, float(self.tol),
                                      rng_from(self.random_state))
         except TooFewValuesError:
-            distinct = np.unique(x[w > 0]).size
-            kind = ("nonzero " if zero else "") + ("value" if distinct == 1 else "values")
-            raise TooFewValuesError(f"W: {distinct} distinct {kind}, fewer than the {k} "
-                                    f"codewords asked for (use fewer bits)") from None
+            raise too_few_distinct("W:", np.unique(x[w > 0]).size,
+                                   "nonzero value" if zero else "value", k) from None
         book = np.sort(res.centers.astype(cb_dtype))
         if self.entropy_lambda:
             book, self.code_lengths_, self.penalty_ = ecsq.fit(
