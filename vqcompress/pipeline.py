@@ -414,7 +414,19 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
     if target_bits_per_weight is not None:
         out = _allocated(src, path, plans, stats, target_bits_per_weight, candidates,
                          sensitivity or {}, executor, progress)
-        return _warned(CompressedModel(out, source_bytes=source_bytes))
+    else:
+        out = _each_compressed(src, path, plans, stats, executor, progress)
+    # the tensors' warnings, given here: in the caller's process, whichever path (or
+    # worker process) compressed them
+    for t in out.values():
+        for message in t.info.get("warnings", ()):
+            warnings.warn(message, stacklevel=2)
+    return CompressedModel(out, source_bytes=source_bytes)
+
+
+def _each_compressed(src, path, plans, stats, executor, progress) -> dict:
+    """Every tensor compressed at its plan's setting, serially or as tasks on
+    ``executor``, in file order."""
     if executor is None:
         out = {}
         for name in src:
@@ -422,7 +434,7 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
             if progress:
                 progress(name, arr.size)
             out[name] = _compress_one(name, src, path, arr, plans[name], stats.get(name))
-        return _warned(CompressedModel(out, source_bytes=source_bytes))
+        return out
     futures = {name: executor.submit(compress_task, path, name, plans[name], stats.get(name))
                for name in src}
     out = {}
@@ -430,16 +442,7 @@ def compress(weights_or_path, *, method: str = "kmeans", bits: int = 4, block_si
         if progress:
             progress(name, int(np.prod(src.shape(name))))
         out[name] = fut.result()
-    return _warned(CompressedModel(out, source_bytes=source_bytes))
-
-
-def _warned(model: CompressedModel) -> CompressedModel:
-    """``model``, once the warnings its tensors carry are given in the caller's process
-    (a tensor compressed by a worker process carries them back with it)."""
-    for t in model.tensors.values():
-        for message in t.info.get("warnings", ()):
-            warnings.warn(message, stacklevel=3)
-    return model
+    return out
 
 
 def worker_pool(jobs: int):
