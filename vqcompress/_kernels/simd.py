@@ -341,12 +341,32 @@ def _nibble_args_ok(dst_or_x, table, codes, n):
     return _f32_arrays(dst_or_x, table) and _codes_type(codes) and isinstance(n, types.Integer)
 
 
+def _nibble_groups(builder, tab_a, cod_a, n, isa, planes_half, picked):
+    """The loop over n groups of 64 codes packed two to a byte (lut.NIBBLE_GROUP), table
+    LANES floats at tab_a: each 32-byte load gives a group's 64 codes by a mask and a
+    shift (_nibble_halves).  With AVX2, ``planes_half(g, h, planes, c)`` for the group's
+    two halves h of 32 codes (c, <32 x i8>; g an i64 value); else the codes go through a
+    64-byte buffer and ``picked(g, k, w)`` gets their values LANES at a time (w, k < 4;
+    permute_set's pick)."""
+    planes = _byte_planes(builder, tab_a, LANES) if isa == "avx2" else None
+    buf = None if planes else builder.ptrtoint(
+        cgutils.alloca_once(builder, ir.ArrayType(ir.IntType(8), 64)), ir.IntType(64))
+    with cgutils.for_range(builder, n) as g:
+        for h, c in enumerate(_nibble_halves(builder, cod_a, g.index)):
+            if planes:
+                planes_half(g.index, h, planes, c)
+            else:
+                builder.store(c, _vec_ptr(builder, buf, _i64(32 * h)), align=1)
+        for k in range(0 if planes else 4):
+            picked(g.index, k, _pick(builder, tab_a, builder.add(buf, _i64(LANES * k)), 8,
+                                     isa, True))
+
+
 @intrinsic
 def nibble_set(typingctx, dst, table, codes, n):
     """permute_set2 over n groups of 64 codes packed two to a byte: dst[l] = table[code l]
-    for l < 64n, table LANES floats.  Each 32-byte load gives a group's 64 codes by a mask
-    and a shift, decoded from the byte planes with AVX2, else through a 64-byte buffer,
-    LANES at a time (permute_set's pick)."""
+    for l < 64n, table LANES floats, decoded from the byte planes with AVX2, else LANES at
+    a time (_nibble_groups)."""
     if not _nibble_args_ok(dst, table, codes, n):
         return None
 
@@ -354,21 +374,18 @@ def nibble_set(typingctx, dst, table, codes, n):
         dst_a, tab_a, cod_a = (_address(context, builder, t, v)
                                for t, v in zip(sig.args[:3], args[:3]))
         n = context.cast(builder, args[3], sig.args[3], types.int64)
-        isa = _isa(context)
-        planes = _byte_planes(builder, tab_a, LANES) if isa == "avx2" else None
-        buf = None if planes else builder.ptrtoint(
-            cgutils.alloca_once(builder, ir.ArrayType(ir.IntType(8), 64)), ir.IntType(64))
-        with cgutils.for_range(builder, n) as g:
-            out = builder.add(dst_a, builder.mul(g.index, _i64(256)))
-            for h, c in enumerate(_nibble_halves(builder, cod_a, g.index)):
-                if planes is None:
-                    builder.store(c, _vec_ptr(builder, buf, _i64(32 * h)), align=1)
-                    continue
-                _store_plane_floats(builder, _plane_floats(builder, planes, c),
-                                    builder.add(out, _i64(128 * h)))
-            for k in range(0 if planes else 4):
-                got = _pick(builder, tab_a, builder.add(buf, _i64(LANES * k)), 8, isa, True)
-                builder.store(got, _vec_ptr(builder, out, _i64(4 * LANES * k)), align=4)
+
+        def out(g):
+            return builder.add(dst_a, builder.mul(g, _i64(256)))
+
+        def planes_half(g, h, planes, c):
+            _store_plane_floats(builder, _plane_floats(builder, planes, c),
+                                builder.add(out(g), _i64(128 * h)))
+
+        def picked(g, k, w):
+            builder.store(w, _vec_ptr(builder, out(g), _i64(4 * LANES * k)), align=4)
+
+        _nibble_groups(builder, tab_a, cod_a, n, _isa(context), planes_half, picked)
         return context.get_dummy_value()
 
     return types.void(dst, table, codes, n), codegen
@@ -523,39 +540,36 @@ gather_dot = _picked_dot(None)
 @intrinsic
 def nibble_dot(typingctx, table, codes, x, n):
     """permute_dot over n groups of 64 codes packed two to a byte (lut.NIBBLE_GROUP): the
-    sum over i < 64n of table[code i] * x[i], table LANES floats.  Each 32-byte load gives
-    a group's 64 codes by a mask and a shift; they are decoded and multiplied as
-    permute_dot does the same codes unpacked (from the byte planes with AVX2, else through
-    a 64-byte buffer, LANES at a time), into the same running sums in the same order."""
+    sum over i < 64n of table[code i] * x[i], table LANES floats.  The codes are decoded
+    (_nibble_groups) and multiplied as permute_dot does the same codes unpacked, into the
+    same running sums in the same order."""
     if not _nibble_args_ok(x, table, codes, n):
         return None
 
     def codegen(context, builder, sig, args):
-        f32, i64 = ir.FloatType(), ir.IntType(64)
+        f32 = ir.FloatType()
         vf, v8f = ir.VectorType(f32, LANES), _V8F
         tab_a, cod_a, x_a = (_address(context, builder, t, v)
                              for t, v in zip(sig.args[:3], args[:3]))
         n = context.cast(builder, args[3], sig.args[3], types.int64)
-        isa, fma = _isa(context), _fma(builder, vf)
+        fma = _fma(builder, vf)
         acc = [cgutils.alloca_once_value(builder, ir.Constant(vf, [0.0] * LANES))
                for _ in range(2)]
         acc8 = [cgutils.alloca_once_value(builder, ir.Constant(v8f, [0.0] * 8))
                 for _ in range(4)]
-        planes = _byte_planes(builder, tab_a, LANES) if isa == "avx2" else None
-        buf = None if planes else builder.ptrtoint(
-            cgutils.alloca_once(builder, ir.ArrayType(ir.IntType(8), 64)), i64)
-        with cgutils.for_range(builder, n) as g:
-            xg = builder.add(x_a, builder.mul(g.index, _i64(256)))
-            for h, c in enumerate(_nibble_halves(builder, cod_a, g.index)):
-                if planes:
-                    _plane_products(builder, planes, c, builder.add(xg, _i64(128 * h)), acc8)
-                else:
-                    builder.store(c, _vec_ptr(builder, buf, _i64(32 * h)), align=1)
-            for k in range(0 if planes else 4):  # LANES codes at a time, alternate sums
-                w = _pick(builder, tab_a, builder.add(buf, _i64(LANES * k)), 8, isa, True)
-                xv = builder.load(_vec_ptr(builder, xg, _i64(4 * LANES * k)), typ=vf, align=4)
-                a = acc[k % 2]
-                builder.store(builder.call(fma, [w, xv, builder.load(a)]), a)
+
+        def xg(g):
+            return builder.add(x_a, builder.mul(g, _i64(256)))
+
+        def planes_half(g, h, planes, c):
+            _plane_products(builder, planes, c, builder.add(xg(g), _i64(128 * h)), acc8)
+
+        def picked(g, k, w):  # LANES codes at a time, alternate sums
+            xv = builder.load(_vec_ptr(builder, xg(g), _i64(4 * LANES * k)), typ=vf, align=4)
+            a = acc[k % 2]
+            builder.store(builder.call(fma, [w, xv, builder.load(a)]), a)
+
+        _nibble_groups(builder, tab_a, cod_a, n, _isa(context), planes_half, picked)
         return _dot_total(builder, acc, acc8)
 
     return types.float32(table, codes, x, n), codegen
